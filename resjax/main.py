@@ -1,0 +1,66 @@
+"""Command line: ``python -m resjax.main --config=configs/<name>.py --workdir=<dir>``.
+
+Modes:
+  describe  print the model's structure as JSON (no workdir needed).
+  train     train, or resume from the latest checkpoint in the workdir.
+  analyze   run the analyses of ``config.analysis.names`` on the saved checkpoint.
+  report    rebuild ``report.md`` and ``report.html`` from saved results.
+  all       train, analyze and report; stages already done are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+MODES = ('describe', 'train', 'analyze', 'report', 'all')
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Path to a config file in configs/. With --mode=analyze or report it '
+    'may be left out: the config saved in the workdir is used.', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics, '
+                               'analyses and the report.')
+_MODE = flags.DEFINE_enum('mode', 'all', MODES, 'What to run.')
+
+
+class UsageError(Exception):
+  """A problem with the command line or its inputs, shown without a traceback."""
+
+
+def describe(config) -> dict:
+  """Return the JSON description of the config's model."""
+  from resjax.data import num_classes_for  # pylint: disable=import-outside-toplevel
+  from resjax.models import build_model  # pylint: disable=import-outside-toplevel
+  return build_model(config.model, num_classes_for(config.data)).describe()
+
+
+def run(mode: str, config, workdir: str | None) -> None:
+  """Run one mode; the function behind the command line, usable from a notebook."""
+  if mode == 'describe':
+    if config is None:
+      raise UsageError('--mode=describe needs --config=configs/<name>.py.')
+    print(json.dumps(describe(config), indent=2))
+    return
+  if not workdir:
+    raise UsageError(f'--mode={mode} needs --workdir=<dir>, the folder of the run.')
+
+  from resjax import pipeline  # pylint: disable=import-outside-toplevel
+  pipeline.run(mode, config, workdir)
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  try:
+    run(_MODE.value, _CONFIG.value, _WORKDIR.value)
+  except UsageError as error:
+    logging.error('%s', error)
+    print(f'error: {error}', file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == '__main__':
+  app.run(main)
