@@ -16,6 +16,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from resjax.errors import ResjaxError
+
 MODES = ('describe', 'train', 'analyze', 'report', 'all')
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -26,8 +28,8 @@ _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for checkpoints, metrics
 _MODE = flags.DEFINE_enum('mode', 'all', MODES, 'What to run.')
 
 
-class UsageError(Exception):
-  """A problem with the command line or its inputs, shown without a traceback."""
+class UsageError(ResjaxError):
+  """A problem with the command line, shown without a traceback."""
 
 
 def describe(config) -> dict:
@@ -56,7 +58,7 @@ def main(argv) -> None:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   try:
     run(_MODE.value, _CONFIG.value, _WORKDIR.value)
-  except UsageError as error:
+  except ResjaxError as error:
     logging.error('%s', error)
     print(f'error: {error}', file=sys.stderr)
     sys.exit(2)

@@ -1,13 +1,17 @@
-"""Datasets: tfds, local image folders and the scikit-learn digits."""
+"""Datasets: the scikit-learn digits, local image folders and TensorFlow Datasets.
 
-from __future__ import annotations
+``load_split`` returns a whole split as uint8 arrays in host memory; ``stream_split``
+yields batches of one pass for datasets too large for that. ``augment`` and
+``preprocess`` run on the device, inside jit. Every data problem raises DataError.
+"""
 
-# TODO: replaced by the data pipeline; only the class counts are known here so far.
-_KNOWN_CLASSES = {'digits': 10, 'cifar10': 10, 'cifar100': 100, 'svhn_cropped': 10,
-                  'mnist': 10, 'imagenet2012': 1000}
+from resjax.data.augment import augment
+from resjax.data.dataset import SPLITS, ArrayDataset, DataError
+from resjax.data.normalization import channel_stats, preprocess
+from resjax.data.sources import SOURCES, image_shape_for, load_split, num_classes_for
+from resjax.data.streaming import (estimate_channel_stats, split_size, stream_arrays,
+                                   stream_split)
 
-
-def num_classes_for(data_config) -> int:
-  """Return the number of classes of the dataset that ``data_config`` names."""
-  key = 'digits' if data_config.source == 'digits' else data_config.name
-  return _KNOWN_CLASSES[key]
+__all__ = ['SOURCES', 'SPLITS', 'ArrayDataset', 'DataError', 'augment', 'channel_stats',
+           'estimate_channel_stats', 'image_shape_for', 'load_split', 'num_classes_for',
+           'preprocess', 'split_size', 'stream_arrays', 'stream_split']
