@@ -1,10 +1,37 @@
-"""Quickstart: a small pre-activation ResNet on the scikit-learn digits, no network needed."""
+"""Quickstart: a pre-activation ResNet-14 on the scikit-learn digits, no download needed.
+
+For a first run and for smoke tests: 330 steps that reached 0.3% test error in 80
+seconds on two CPU cores of a busy shared machine, and analyses that stay small. The
+digits are 8x8 grayscale images (1,437 for training, 360 held out), so random crops
+pad by one pixel and there are no flips.
+NOTE: that time holds only with the stage scans of resjax/models/resnet.py unrolled;
+with them as loops, XLA's CPU backend makes training take about 8 minutes.
+"""
 
 from resjax.config_base import base_config
 
 
 def get_config():
   config = base_config()
-  config.model.depth = 20
+  config.model.depth = 14
+
   config.data.source = 'digits'
+  config.data.augment.crop_padding = 1
+  config.data.augment.flip = False  # a mirrored digit is another symbol
+
+  config.train.batch_size = 128
+  config.train.eval_batch_size = 360
+  config.train.num_epochs = 30
+  config.train.learning_rate = 0.1
+  config.train.schedule = 'cosine'
+  config.train.warmup_epochs = 1.0
+  config.train.log_every_steps = 20
+  config.train.eval_every_epochs = 5
+  config.train.checkpoint_every_steps = 110
+
+  config.analysis.batch_size = 360
+  config.analysis.lesion_multi_samples = 10
+  config.analysis.reorder_samples = 10
+  config.analysis.path_samples = 100
+  config.analysis.path_batch_size = 32
   return config

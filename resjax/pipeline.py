@@ -15,6 +15,7 @@ from typing import Callable
 
 import ml_collections
 
+from resjax.config_base import base_config
 from resjax.errors import ConfigError
 from resjax.results import read_json, write_json
 
@@ -61,12 +62,15 @@ def analysis_config(config: ml_collections.ConfigDict | None,
   checkpoint was trained with them; the command line may change how it is analysed.
   """
   saved = load_saved_config(workdir)
-  if config is None:
-    return saved
   merged = ml_collections.ConfigDict(saved.to_dict())
+  defaults = base_config()
   for section in ('analysis', 'report'):
-    if section in config:
-      merged[section] = ml_collections.ConfigDict(config[section].to_dict())
+    # Fields added to resjax after the run was trained take their defaults.
+    values = defaults[section].to_dict()
+    values.update(saved.get(section, {}))
+    if config is not None and section in config:
+      values.update(config[section].to_dict())
+    merged[section] = ml_collections.ConfigDict(values)
   return merged
 
 

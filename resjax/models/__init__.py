@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
+from resjax.errors import ConfigError
 from resjax.models.resnet import GatedResNet, StageLayout
 
 # ImageNet depths of He et al. (2015, 2016): unit kind and blocks per stage.
@@ -18,6 +20,8 @@ IMAGENET_STAGES = {
     200: ('bottleneck', (3, 24, 36, 3)),
 }
 
+UNROLL_CHOICES = ('auto', 'always', 'never')
+
 DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float16}
 
 
@@ -25,7 +29,7 @@ def cifar_resnet(depth: int, *, num_classes: int = 10, widths=(16, 32, 64),
                  **options) -> GatedResNet:
   """A CIFAR ResNet of depth 6n+2: three stages of n basic units, option-A shortcuts."""
   if depth < 8 or (depth - 2) % 6:
-    raise ValueError(f'CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, '
+    raise ConfigError(f'CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, '
                      f'56, 110, 1202, ...), got {depth}.')
   n = (depth - 2) // 6
   options.setdefault('shortcut', 'option_a')
@@ -38,7 +42,7 @@ def imagenet_resnet(depth: int, *, num_classes: int = 1000, widths=(64, 128, 256
                     **options) -> GatedResNet:
   """An ImageNet ResNet (18, 34, 50, 101, 152, 200) with projection shortcuts."""
   if depth not in IMAGENET_STAGES:
-    raise ValueError(f'ImageNet ResNet depth must be one of {sorted(IMAGENET_STAGES)}, '
+    raise ConfigError(f'ImageNet ResNet depth must be one of {sorted(IMAGENET_STAGES)}, '
                      f'got {depth}.')
   kind, sizes = IMAGENET_STAGES[depth]
   options.setdefault('shortcut', 'projection')
@@ -59,12 +63,20 @@ def build_model(model_config: Any, num_classes: int) -> GatedResNet:
     num_classes: classifier outputs, from the dataset.
   """
   if model_config.family not in FAMILIES:
-    raise ValueError(f'unknown model.family {model_config.family!r}; choose one of '
+    raise ConfigError(f'unknown model.family {model_config.family!r}; choose one of '
                      f'{sorted(FAMILIES)}.')
   if model_config.dtype not in DTYPES:
-    raise ValueError(f'unknown model.dtype {model_config.dtype!r}; choose one of '
+    raise ConfigError(f'unknown model.dtype {model_config.dtype!r}; choose one of '
                      f'{sorted(DTYPES)}.')
+  unroll = model_config.get('unroll_stacks', 'auto')
+  if unroll not in UNROLL_CHOICES:
+    raise ConfigError(f'unknown model.unroll_stacks {unroll!r}; choose one of '
+                     f'{list(UNROLL_CHOICES)}.')
+  if unroll == 'auto':
+    # Rolled scans make convolution gradients slow on XLA's CPU backend only.
+    unroll = 'always' if jax.default_backend() == 'cpu' else 'never'
   options = dict(preactivation=model_config.preactivation, residual=model_config.residual,
+                 unroll_stacks=unroll == 'always',
                  dtype=DTYPES[model_config.dtype], bn_momentum=model_config.bn_momentum,
                  bn_epsilon=model_config.bn_epsilon,
                  zero_init_last_bn=model_config.zero_init_last_bn)

@@ -67,6 +67,8 @@ class GatedResNet:
     bn_momentum: running-average momentum of BatchNorm.
     bn_epsilon: BatchNorm epsilon.
     zero_init_last_bn: start the last BatchNorm of each branch at scale 0.
+    unroll_stacks: unroll the scan over each stack of interchangeable blocks. Faster
+      training on CPUs; compile time then grows with depth.
   """
 
   unit_kind: str
@@ -82,6 +84,7 @@ class GatedResNet:
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
   zero_init_last_bn: bool = False
+  unroll_stacks: bool = False
 
   # ---------------------------------------------------------------- structure
 
@@ -343,7 +346,11 @@ class GatedResNet:
             lambda old, new: old.at[position].set(new), stack_stats, block_stats)
       return (y, stack_stats), None
 
-    (x, new_stats['stack']), _ = jax.lax.scan(step, (x, stats['stack']), order)
+    # A rolled scan keeps compile time flat in depth. Unrolled, XLA's CPU backend
+    # runs convolution gradients several times faster (about 7x on a ResNet-14
+    # train step here); a length + 1 unroll leaves no loop at all.
+    unroll = order.shape[0] + 1 if self.unroll_stacks else 1
+    (x, new_stats['stack']), _ = jax.lax.scan(step, (x, stats['stack']), order, unroll=unroll)
     return x, new_stats
 
   def combine(self, x: jax.Array, shortcut: jax.Array | None, branch: jax.Array,

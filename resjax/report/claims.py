@@ -172,11 +172,12 @@ def check_short_path_training(results: Mapping[str, Any], tolerance: float) -> C
   if data is None:
     return Claim(claim, paper, 'not run here: train configs/cifar10_short_paths.py and '
                  'configs/cifar10_resnet110.py and compare', NOT_MEASURED)
-  rows = {row['run']: row for row in data['runs']}
+  rows = {row['name']: row for row in data['runs']}
   if 'short_paths' not in rows or 'full' not in rows:
     return Claim(claim, paper, 'effective_paths.json lacks a short_paths or full run',
                  NOT_MEASURED)
-  short, full = rows['short_paths']['test_error'], rows['full']['test_error']
+  short = rows['short_paths']['final_test_error']
+  full = rows['full']['final_test_error']
   measured = f'short paths {_percent(short)}, full {_percent(full)}'
   return Claim(claim, paper, measured, HOLDS if short <= full + tolerance else FAILS)
 
