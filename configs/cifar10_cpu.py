@@ -1,18 +1,13 @@
 """CIFAR-10 on two CPU cores: the whole pipeline on real images, without an accelerator.
 
-A pre-activation ResNet-20 (9 blocks) trained for 10 epochs (3,900 steps) with a
-cosine schedule, then every analysis on a 2,000-image subset of the test set. The
+A pre-activation ResNet-20 (9 blocks) trained for 6 epochs (2,340 steps) with a cosine
+schedule, then every analysis on a seeded 2,000-image subset of the test set. The
 ResNet-110 that Veit et al. (2016) study needs an accelerator
-(configs/cifar10_resnet110.py). Reads CIFAR-10
-from tfds; to read an image folder of CIFAR-10 instead, pass
---config.data.source=folder --config.data.path=<root>.
+(configs/cifar10_resnet110.py). Reads CIFAR-10 from tfds; to read an image folder of
+CIFAR-10 instead, pass --config.data.source=folder --config.data.path=<root>.
 
-Training time, estimated: 30 to 35 minutes on two idle CPU cores, from 50 steps
-measured at about 1 CPU-second each (both cores together). The test accuracy it
-reaches has not been measured yet.
-NOTE: the estimate holds only with the stage scans of resjax/models/resnet.py
-unrolled; XLA's CPU backend runs convolution gradients inside a loop body about 50
-times slower, which makes a step take tens of seconds.
+Measured on the CIFAR-10 image folder: 20.97% test error after 44 minutes of training
+on 2 CPU cores that other jobs shared (load average 5-8), at about 0.8 steps/s.
 """
 
 from resjax.config_base import base_config

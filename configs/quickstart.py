@@ -4,8 +4,6 @@ For a first run and for smoke tests: 330 steps that reached 0.3% test error in 8
 seconds on two CPU cores of a busy shared machine, and analyses that stay small. The
 digits are 8x8 grayscale images (1,437 for training, 360 held out), so random crops
 pad by one pixel and there are no flips.
-NOTE: that time holds only with the stage scans of resjax/models/resnet.py unrolled;
-with them as loops, XLA's CPU backend makes training take about 8 minutes.
 """
 
 from resjax.config_base import base_config

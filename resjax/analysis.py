@@ -289,10 +289,14 @@ def _load_inputs(config: ml_collections.ConfigDict, analysis: ml_collections.Con
   if analysis.num_examples > count:
     logging.warning('analysis.num_examples=%d exceeds the %d images of the %s split; using '
                     'all of them.', analysis.num_examples, count, analysis.split)
-  if analysis.num_examples != -1:
-    count = min(count, analysis.num_examples)
-  return {'images': _preprocess(evaluation.images[:count], mean, std, normalize),
-          'labels': evaluation.labels[:count].astype(np.int32), 'train': train,
+  chosen = np.arange(count)
+  if analysis.num_examples != -1 and analysis.num_examples < count:
+    # A seeded random subset: image folders list the images class by class, so the first
+    # images of a split would cover only a few classes.
+    rng = np.random.default_rng(analysis.seed)
+    chosen = np.sort(rng.choice(count, size=analysis.num_examples, replace=False))
+  return {'images': _preprocess(evaluation.images[chosen], mean, std, normalize),
+          'labels': evaluation.labels[chosen].astype(np.int32), 'train': train,
           'mean': mean, 'std': std, 'normalize': normalize}
 
 

@@ -131,8 +131,8 @@ def check_resume_config(workdir: str, config: ml_collections.ConfigDict) -> None
     more = f' (and {len(fields) - 5} more)' if len(fields) > 5 else ''
     raise CheckpointError(
         f'the config differs from the one {workdir} was trained with, in fields that '
-        f'change the result: {listed}{more}. Use a new --workdir, or rerun with the saved '
-        f'config ({path}).')
+        f'change the result: {listed}{more}. Use a new --workdir, or rerun with the same '
+        f'--config file and overrides as the first run (recorded in {path}).')
 
 
 # ------------------------------------------------------------------- checkpoints
@@ -244,9 +244,11 @@ def _saved_tree(manager: ocp.CheckpointManager, step: int, item: str) -> Any:
 
 def _unreadable(manager: ocp.CheckpointManager, step: int, error: Any) -> CheckpointError:
   path = _step_path(manager, step)
-  return CheckpointError(f'the checkpoint {path} is unreadable ({type(error).__name__}: '
-                         f'{error}). Delete that folder to fall back on the previous '
-                         'checkpoint, or train again in a new workdir.')
+  # Orbax errors can carry a whole TensorStore spec; the first line names the cause.
+  cause = str(error).strip().splitlines()[0][:200] if str(error).strip() else ''
+  return CheckpointError(f'the checkpoint {path} is unreadable. Delete that folder to fall '
+                         'back on the previous checkpoint, or train again in a new workdir. '
+                         f'Cause: {type(error).__name__}: {cause}')
 
 
 def _restore_items(manager: ocp.CheckpointManager, step: int,

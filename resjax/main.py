@@ -56,13 +56,43 @@ def run(mode: str, config, workdir: str | None) -> None:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if not flags.FLAGS['verbosity'].present:
+    # Orbax and TensorFlow log hundreds of INFO lines per run; progress and results
+    # are printed directly, so only warnings and errors are logged by default.
+    logging.set_verbosity(logging.WARNING)
   try:
-    run(_MODE.value, _CONFIG.value, _WORKDIR.value)
+    config = _CONFIG.value
+    if config is not None:
+      config.to_dict()  # a file that failed to load raises here, on first use
+  except OSError as error:
+    # config_flags defers a failed load of the file to the first read of the value.
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    print(f'error: could not load --config: {lines[-1]}. Pass the path of a file in '
+          'configs/, such as --config=configs/quickstart.py.', file=sys.stderr)
+    sys.exit(2)
+  try:
+    run(_MODE.value, config, _WORKDIR.value)
   except ResjaxError as error:
     logging.error('%s', error)
     print(f'error: {error}', file=sys.stderr)
     sys.exit(2)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """Parse the command line; a bad flag or config file ends in one line, not a traceback."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as error:
+    hint = ''
+    if 'config.' in str(error) and not any(a.startswith('--config=') for a in argv):
+      hint = ' Overriding config fields needs --config=configs/<name>.py as well.'
+    print(f'error: {error}.{hint} Run with --helpfull to list the flags.', file=sys.stderr)
+  except (OSError, KeyError, AttributeError, TypeError, ValueError) as error:
+    # config_flags loads the config file and applies overrides while parsing.
+    message = error.args[0] if error.args else str(error)
+    print(f'error: invalid --config or --config.<field> flag: {message}', file=sys.stderr)
+  sys.exit(2)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

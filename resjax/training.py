@@ -345,8 +345,8 @@ class _TrainMetrics:
     if last_good_checkpoint is None:
       checkpoint_note = 'no checkpoint had been saved'
     else:
-      checkpoint_note = (f'the last good checkpoint, step {last_good_checkpoint}, is kept '
-                         f'in {checkpointing.checkpoint_directory(workdir)}')
+      checkpoint_note = (f'the last checkpoint with finite values, step '
+                         f'{last_good_checkpoint}, is kept in {checkpointing.checkpoint_directory(workdir)}')
     return (f'training stopped at step {step}: {values} (learning rate '
             f'{float(self._schedule(step - 1)):.4g}); {checkpoint_note}. Lower '
             'train.learning_rate or add train.warmup_epochs, and train again in a new '

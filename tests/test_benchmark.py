@@ -5,8 +5,8 @@ import os
 import subprocess
 import sys
 
-# PyTorch's OpenMP threads spin at barriers by default, which on a CPU shared with other
-# processes makes its calls many times slower; set before anything imports torch.
+# PyTorch's OpenMP threads spin at barriers by default, which makes its calls many times
+# slower on a CPU shared with other processes. It must be set before torch is imported.
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 # pylint: disable=wrong-import-position
@@ -70,7 +70,7 @@ def test_ratios_name_measurements_of_run(smoke_run):
 def test_headline_keys_present(smoke_run):
   _, document, _ = smoke_run
   expected = {'lesion_vmap_vs_loop', 'lesion_prefix_vs_vmap', 'gate_overhead_train',
-              'exact_paths_vs_backward', 'compile_14_vs_8'}
+              'exact_paths_vs_backward', 'scan_backward_vs_unrolled', 'compile_14_vs_8'}
   if HAS_TORCH:
     expected |= {'lesion_vmap_vs_torch', 'train_vs_torch'}
   assert expected <= set(document['headlines'])

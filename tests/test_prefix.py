@@ -145,7 +145,8 @@ def test_memory_budget_lowers_batch_size():
 def test_rows_at_blocks_counts_resnet110_work():
   model = cifar_resnet(110, preactivation=True, residual=True)
   rows = prefix.rows_at_blocks(model, model.deletable_blocks)
-  assert rows[0] == 1 and rows[-1] == 54
+  assert rows[0] == 1
+  assert rows[-1] == 54
   # 54 * 55 / 2 block evaluations, against 54 * 54 for 54 whole networks.
   assert sum(rows) == 1485
 

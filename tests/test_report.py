@@ -60,6 +60,24 @@ def test_claims_fail_when_deletions_hurt():
   assert '+45.00 points' in claims[1].this_run
 
 
+def test_reorder_with_two_orders_is_not_measured():
+  results = _ensemble_like_results()
+  results['reorder'] = {'swaps': [1, 2, 3, 4], 'kendall_tau': [1.0, 0.8, 1.0, 0.8],
+                        'error': [0.05, 0.3, 0.05, 0.3]}
+  claim = check_claims(results, base_config())[4]
+  assert claim.holds == NOT_MEASURED
+  assert 'only 2 distinct orders' in claim.this_run
+
+
+def test_report_flags_analyses_of_earlier_checkpoint(tmp_path):
+  results = _ensemble_like_results()
+  results['lesion_single']['checkpoint_step'] = 20
+  results['reorder']['checkpoint_step'] = 40
+  _write_run(str(tmp_path), base_config(), results)
+  markdown = open(write_report(str(tmp_path))[0]).read()
+  assert 'lesion_single ran on an earlier checkpoint than the final step 40' in markdown
+
+
 def test_wrong_path_counts_fail():
   results = _ensemble_like_results()
   results['path_lengths']['counts'][1] += 1

@@ -2,10 +2,10 @@
 
 Deleting block ``i`` leaves blocks ``0 .. i-1`` as in the ordinary network, so the
 setting that deletes block ``i`` differs from the baseline only from block ``i``'s
-output on. A vmapped sweep over the n single deletions runs n whole networks; this
+output on. A vmapped sweep over the n single deletions runs n whole networks. This
 evaluator runs each block once for every setting that has already diverged from the
-baseline, about n^2 / 2 block evaluations instead of n^2 (for CIFAR ResNet-110,
-1,485 instead of 2,916, an upper bound of 1.96x on the speed-up).
+baseline: about n^2 / 2 block evaluations instead of n^2. For CIFAR ResNet-110 that
+is 1,485 instead of 2,916, an upper bound of 1.96x on the speed-up.
 
 The design is a staircase over the blocks in network order. The activations are
 held as ``rows [R, batch, H, W, C]``: row 0 is the baseline, and row r > 0 is the
@@ -230,7 +230,7 @@ def _post(model: GatedResNet, x: jax.Array) -> jax.Array:
 
 def _deleted_output(model: GatedResNet, baseline_input: jax.Array,
                     baseline_shortcut: jax.Array | None) -> jax.Array:
-  """What a block with forward gate 0 outputs for the baseline row's input."""
+  """Return what a block with forward gate 0 outputs for the baseline row's input."""
   if model.residual:
     return _post(model, baseline_shortcut)
   return baseline_input  # A deleted plain unit is the identity.

@@ -83,6 +83,17 @@ def scale_note(config: ml_collections.ConfigDict, num_blocks: int | None) -> str
           + ', '.join(gaps) + '. Read the comparison as a check of the method at this scale.')
 
 
+def step_note(results: dict[str, Any], summary: dict[str, Any]) -> str:
+  """One line naming analyses that ran on another checkpoint than the final one, or ''."""
+  final = summary.get('steps')
+  stale = sorted(name for name, data in results.items()
+                 if isinstance(data, dict) and data.get('checkpoint_step') not in (None, final))
+  if final is None or not stale:
+    return ''
+  return (f'{", ".join(stale)} ran on an earlier checkpoint than the final step {final}; '
+          'rerun --mode=analyze to bring them up to date.')
+
+
 def _figures(workdir: str) -> list[tuple[str, str]]:
   paths = sorted(glob.glob(os.path.join(workdir, 'figures', '*.png')))
   names = {os.path.splitext(os.path.basename(p))[0]: p for p in paths}
@@ -123,6 +134,7 @@ def build_report(workdir: str) -> dict[str, Any]:
   summary = _optional_json(workdir, 'train_summary.json') or {}
   timings = _optional_json(workdir, 'timings.json') or {}
   return {
+      'step_note': step_note(results, summary),
       'workdir': workdir,
       'config': config,
       'results': results,
@@ -167,8 +179,9 @@ def render_markdown(report: dict[str, Any]) -> str:
            f'Run in `{report["workdir"]}`. Claims of Veit, Wilber and Belongie, "Residual '
            'Networks Behave Like Ensembles of Relatively Shallow Networks" (NeurIPS 2016), '
            'against this run.', '']
-  if report['scale_note']:
-    parts += [f'> {report["scale_note"]}', '']
+  for note in (report['scale_note'], report['step_note']):
+    if note:
+      parts += [f'> {note}', '']
   parts += ['## Claims', '', _claims_markdown(report['claims']), '',
             '## Run', '', _key_value_markdown(_summary_rows(report), ('', '')), '']
   if report['timings']:
@@ -213,8 +226,9 @@ def render_html(report: dict[str, Any]) -> str:
            f'<p>Run in <code>{html.escape(report["workdir"])}</code>. Claims of Veit, Wilber '
            'and Belongie, "Residual Networks Behave Like Ensembles of Relatively Shallow '
            'Networks" (NeurIPS 2016), against this run.</p>']
-  if report['scale_note']:
-    parts.append(f'<p class="note">{html.escape(report["scale_note"])}</p>')
+  for note in (report['scale_note'], report['step_note']):
+    if note:
+      parts.append(f'<p class="note">{html.escape(note)}</p>')
   parts.append('<h2>Claims</h2>')
   parts.append(_html_table(['claim', 'paper', 'this run', 'holds here'],
                            [[c.claim, c.paper, c.this_run, c.holds] for c in claims],
