@@ -26,6 +26,8 @@ HEADLINES = (
     ('lesion_prefix_vs_forward_vmap', 'prefix depth'),
     ('train_vs_torch', 'as_is'),
     ('gate_overhead_train', 'as_is'),
+    ('train_forward_vs_torch', 'as_is'),
+    ('train_forward_backward_vs_torch', 'as_is'),
     ('exact_paths_vs_backward', 'largest paths depth'),
     ('scan_backward_vs_unrolled', 'largest paths depth'),
 )

@@ -34,9 +34,10 @@ class BenchmarkSizes:
     train_variants: names from ``resjax.benchmarks.training.TRAIN_VARIANTS``.
     compile_depths: depths whose compile time is measured.
     compile_batch_size: batch size of the compiled programs.
-    compile_repeats: compiles of the eval program per depth behind each median.
-    compile_train_repeats: compiles of the train step per depth. XLA:CPU unrolls
-      the train step's stacks, so ResNet-1202's train step takes minutes to compile.
+    compile_repeats: compiles per program and depth behind each median.
+    compile_repeat_limit_seconds: a program whose compile takes longer is compiled
+      only once. XLA:CPU unrolled the stacks of ResNet-1202, whose compiles then
+      took minutes.
     memory_depth: depth of the peak-memory sweep.
     memory_settings: settings of the peak-memory sweep.
     memory_images: images per setting of the peak-memory sweep.
@@ -65,7 +66,7 @@ class BenchmarkSizes:
   compile_depths: tuple[int, ...] = (20, 56, 110, 1202)
   compile_batch_size: int = 128
   compile_repeats: int = 3
-  compile_train_repeats: int = 1
+  compile_repeat_limit_seconds: float = 30.0
   memory_depth: int = 110
   # NOTE: the claim is about 10,000 settings. resjax's engine evaluates ResNet-110 at
   # roughly 10 settings x images per second on 2 cores, so 10,000 settings would take

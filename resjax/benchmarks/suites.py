@@ -240,8 +240,12 @@ def _record_train_variant(recorder, variant, result):
   labels = {'jax': 'resjax core step (forward, loss, backward, SGD), gates=None',
             'jax_gates': 'resjax core step with default gates passed as traced arrays',
             'real_step': 'resjax.steps.train_step with in-step augmentation',
-            'torch': 'PyTorch twin, SGD step, eager'}
-  for function in ('jax', 'jax_gates', 'real_step', 'torch'):
+            'torch': 'PyTorch twin, SGD step, eager',
+            'jax_forward': 'training-mode forward pass and loss only',
+            'jax_forward_backward': 'forward pass, loss and gradient, no optimizer',
+            'torch_forward': 'PyTorch twin, training-mode forward pass and loss only',
+            'torch_forward_backward': 'PyTorch twin, forward pass, loss and backward pass'}
+  for function in labels:
     if f'{function}_median_seconds' not in result:
       continue
     seconds = result[f'{function}_seconds']
@@ -258,6 +262,12 @@ def _record_train_variant(recorder, variant, result):
                        f'train_step/jax[{variant.name}]', f'train_step/torch[{variant.name}]',
                        target='at least 1 (parity)', minimum=1.0, model=key,
                        variant=variant.name)
+  for part in ('forward', 'forward_backward'):
+    if f'torch_{part}_median_seconds' in result and f'jax_{part}_median_seconds' in result:
+      recorder.add_ratio(f'train_{part}_vs_torch[{variant.name}]', f'train_{part}_vs_torch',
+                         f'train_step/jax_{part}[{variant.name}]',
+                         f'train_step/torch_{part}[{variant.name}]', target=None, model=key,
+                         variant=variant.name)
   if 'jax_gates_median_seconds' in result:
     overhead = 100.0 * (result['jax_gates_median_seconds'] / result['jax_median_seconds'] - 1)
     recorder.add(f'gate_overhead_train[{variant.name}]', 'gate_overhead_train', overhead,
@@ -297,14 +307,15 @@ def run_compile(recorder: Recorder, sizes: BenchmarkSizes, scratch: str) -> None
       return step.lower(variables['params'], variables['batch_stats'], opt_state, images,
                         labels, None).compile()
 
-    for kind, function, repeats in (('eval', compile_eval, sizes.compile_repeats),
-                                    ('train', compile_train, sizes.compile_train_repeats)):
+    for kind, function in (('eval', compile_eval), ('train', compile_train)):
       # Each call traces and compiles anew: lower().compile() keeps no cache.
       seconds = []
-      for _ in range(repeats):
+      while len(seconds) < sizes.compile_repeats:
         start = time.perf_counter()
         compiled = function()
         seconds.append(time.perf_counter() - start)
+        if seconds[-1] > sizes.compile_repeat_limit_seconds:
+          break
       # Loops left in the optimized program: 0 means XLA unrolled every stack's scan.
       while_loops = compiled.as_text().count(' while(')
       recorder.add(f'compile_seconds/{kind}[{key}]', f'compile_seconds_{kind}',

@@ -54,6 +54,8 @@ class TrainVariant:
     torch_channels_last: run the PyTorch twin in channels-last memory format.
     time_gates: also time the step with default gates (the gate overhead).
     time_real_step: also time ``resjax.steps.train_step`` (with in-step augmentation).
+    time_parts: also time the forward pass and the forward and backward pass alone,
+      in both frameworks, to show which part of the step differs.
   """
 
   name: str
@@ -66,6 +68,7 @@ class TrainVariant:
   torch_channels_last: bool = False
   time_gates: bool = False
   time_real_step: bool = False
+  time_parts: bool = False
 
 
 # The variants tried for the JAX train step, each against the PyTorch step timed in
@@ -73,7 +76,7 @@ class TrainVariant:
 # ignores it ("no longer supported"), which ``check_xla_flag`` records instead.
 TRAIN_VARIANTS = (
     TrainVariant('as_is', 'the model and step as they are, float32', time_gates=True,
-                 time_real_step=True),
+                 time_real_step=True, time_parts=True),
     TrainVariant('unrolled', 'each stack a Python loop instead of lax.scan',
                  unroll_stacks=True),
     TrainVariant('donate', 'donate_argnums on params, batch_stats and optimizer state',
@@ -205,6 +208,22 @@ class JaxTrainer:
     loss.block_until_ready()
 
 
+def jax_step_parts(model: GatedResNet, variables, images, labels) -> dict[str, Callable]:
+  """Return compiled calls of the training-mode forward pass and of forward plus backward."""
+
+  def loss(params, batch_stats, images, labels):
+    logits, updates = model.apply({'params': params, 'batch_stats': batch_stats}, images,
+                                  train=True)
+    return jnp.mean(steps.cross_entropy(logits, labels, model.num_classes)), updates
+
+  arguments = (variables['params'], variables['batch_stats'], jnp.asarray(images),
+               jnp.asarray(labels))
+  forward = jax.jit(lambda *a: loss(*a)[0]).lower(*arguments).compile()
+  backward = jax.jit(jax.value_and_grad(loss, has_aux=True)).lower(*arguments).compile()
+  return {'jax_forward': lambda: forward(*arguments).block_until_ready(),
+          'jax_forward_backward': lambda: jax.block_until_ready(backward(*arguments))}
+
+
 class TorchTrainer:
   """One SGD step of the PyTorch twin per call, with the same hyperparameters."""
 
@@ -235,6 +254,14 @@ class TorchTrainer:
     loss = self.torch.nn.functional.cross_entropy(logits, self.labels)
     loss.backward()
     self.optimizer.step()
+
+  def forward(self) -> None:
+    with self.torch.no_grad():
+      self.torch.nn.functional.cross_entropy(self.twin(self.images), self.labels)
+
+  def forward_backward(self) -> None:
+    self.twin.zero_grad(set_to_none=True)
+    self.torch.nn.functional.cross_entropy(self.twin(self.images), self.labels).backward()
 
 
 def torch_available() -> bool:
@@ -291,12 +318,20 @@ def measure_variant(variant: TrainVariant, depth: int, batch_size: int, repeats:
     functions['jax_gates'] = gated
   if variant.time_real_step:
     functions['real_step'] = RealStepTrainer(model, config, batch, seed)
+  if variant.time_parts:
+    functions.update(jax_step_parts(model, weights.random_variables(model, seed), images,
+                                    labels))
   if torch_available():
     import torch  # pylint: disable=import-outside-toplevel
     torch.set_num_threads(timing.thread_count())
-    variables = jax.device_get(weights.random_variables(model, seed))
-    functions['torch'] = TorchTrainer(model, variables, config, images, labels,
+    # The PyTorch step stays in float32 whatever the JAX variant computes in.
+    float32_model = dataclasses.replace(model, dtype=jnp.float32)
+    variables = jax.device_get(weights.random_variables(float32_model, seed))
+    functions['torch'] = TorchTrainer(float32_model, variables, config, images, labels,
                                       channels_last=variant.torch_channels_last)
+    if variant.time_parts:
+      functions['torch_forward'] = functions['torch'].forward
+      functions['torch_forward_backward'] = functions['torch'].forward_backward
   timings = timing.time_interleaved(functions, repeats=repeats)
   for name, measured in timings.items():
     result[f'{name}_seconds'] = list(measured.seconds)
