@@ -30,6 +30,7 @@ HEADLINES = (
     ('train_forward_backward_vs_torch', 'as_is'),
     ('exact_paths_vs_backward', 'largest paths depth'),
     ('scan_backward_vs_unrolled', 'largest paths depth'),
+    ('scan_stem_backward_vs_unrolled', 'largest paths depth'),
 )
 
 

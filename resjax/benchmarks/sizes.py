@@ -1,4 +1,4 @@
-"""How large each benchmark group is: the full run and the smoke run.
+"""Sizes of each benchmark group: the full run and the smoke run.
 
 The full run (``python scripts/benchmark.py``) is sized to finish in about 20
 minutes on 2 CPU cores. Some groups are therefore smaller than the claims they test,

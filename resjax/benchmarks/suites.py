@@ -18,6 +18,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from resjax import schedules
 from resjax.benchmarks import lesion, training, weights
@@ -41,7 +42,7 @@ def model_key(depth: int) -> str:
 
 
 def torch_missing_reason() -> str | None:
-  """Why the PyTorch rows cannot run, or None when PyTorch is installed."""
+  """Return why the PyTorch rows cannot run, or None when PyTorch is installed."""
   if training.torch_available():
     return None
   return ('PyTorch is not installed; install it with `pip install -r requirements-bench.txt` '
@@ -52,7 +53,7 @@ def torch_missing_reason() -> str | None:
 
 
 def run_lesion(recorder: Recorder, sizes: BenchmarkSizes, scratch: str) -> None:
-  """Lesion sweep throughput: engine vmap, forward-gate vmap, jitted loop, PyTorch, processes."""
+  """Measure lesion sweep throughput: vmaps, jitted loop, PyTorch and processes."""
   missing_torch = torch_missing_reason()
   if missing_torch:
     recorder.skip('lesion/torch_eager', missing_torch)
@@ -160,7 +161,7 @@ def _run_processes(recorder, sizes, depth, model, variables, images, labels, for
 
 
 def run_prefix(recorder: Recorder, sizes: BenchmarkSizes, scratch: str) -> None:
-  """Single-deletion sweep: the prefix-sharing evaluator against the vmapped sweeps."""
+  """Compare the prefix-sharing evaluator with the vmapped single-deletion sweeps."""
   del scratch
   depth = sizes.prefix_depth
   model = make_model(depth)
@@ -205,7 +206,7 @@ def run_prefix(recorder: Recorder, sizes: BenchmarkSizes, scratch: str) -> None:
 
 
 def run_train(recorder: Recorder, sizes: BenchmarkSizes, scratch: str) -> None:
-  """Train-step throughput of each variant, each in its own process, against PyTorch."""
+  """Measure the train step of each variant, each in its own process, against PyTorch."""
   del scratch
   missing_torch = torch_missing_reason()
   if missing_torch:
@@ -283,7 +284,7 @@ def _record_train_variant(recorder, variant, result):
 
 
 def run_compile(recorder: Recorder, sizes: BenchmarkSizes, scratch: str) -> None:
-  """Compile time of the eval forward pass and of the train step, against depth."""
+  """Measure the compile time of the eval forward pass and the train step against depth."""
   del scratch
   recorder.note(
       'while_loops counts the loops left in a compiled program. 0 means that XLA unrolled '
@@ -297,20 +298,22 @@ def run_compile(recorder: Recorder, sizes: BenchmarkSizes, scratch: str) -> None
     variables = jax.eval_shape(model.init, jax.random.key(0), images)
     optimizer, _ = schedules.build_optimizer(config.train, steps_in_epoch=100)
     opt_state = jax.eval_shape(optimizer.init, variables['params'])
-    step = training.core_train_step(model, optimizer)
 
     def compile_eval():
       return jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables,
                                                                       images).compile()
 
     def compile_train():
+      step = training.core_train_step(model, optimizer)
       return step.lower(variables['params'], variables['batch_stats'], opt_state, images,
                         labels, None).compile()
 
     for kind, function in (('eval', compile_eval), ('train', compile_train)):
-      # Each call traces and compiles anew: lower().compile() keeps no cache.
       seconds = []
       while len(seconds) < sizes.compile_repeats:
+        # JAX keeps compiled executables in memory; without clearing, a repeat would
+        # time a cache lookup.
+        jax.clear_caches()
         start = time.perf_counter()
         compiled = function()
         seconds.append(time.perf_counter() - start)
@@ -337,7 +340,7 @@ def run_compile(recorder: Recorder, sizes: BenchmarkSizes, scratch: str) -> None
 
 
 def run_memory(recorder: Recorder, sizes: BenchmarkSizes, scratch: str) -> None:
-  """Peak RSS of a many-setting sweep under several memory budgets, one process each."""
+  """Measure the peak RSS of a many-setting sweep under several budgets, one process each."""
   del scratch
   key = model_key(sizes.memory_depth)
   baseline = _memory_process(sizes, settings=0, budget_mb=sizes.memory_budgets_mb[0])
@@ -373,7 +376,7 @@ def _memory_process(sizes: BenchmarkSizes, *, settings: int, budget_mb: float) -
 
 
 def run_paths(recorder: Recorder, sizes: BenchmarkSizes, scratch: str) -> None:
-  """Sampled single-path backward passes per second; exact decomposition against grad."""
+  """Measure sampled path gradients per second and the exact decomposition's cost."""
   del scratch
   try:
     from resjax.paths import exact, objective, sampled  # pylint: disable=import-outside-toplevel
@@ -425,37 +428,56 @@ def run_paths(recorder: Recorder, sizes: BenchmarkSizes, scratch: str) -> None:
     recorder.add_timing(f'sampled_paths_throughput[{key}]', 'sampled_paths_throughput',
                         timings['sampled'], total_paths, 'paths / s',
                         paths=total_paths, paths_per_call=runner.paths_per_call, **common)
-    _run_scan_backward(recorder, sizes, model, variables, stem, labels, key)
+    _run_scan_backward(recorder, sizes, model, variables, stem, labels, key,
+                       exact.ordinary_gradient)
 
 
-def _run_scan_backward(recorder, sizes, model, variables, stem, labels, key):
-  """Time the eval-mode gradient at the stem with the stacks scanned and unrolled.
+def _run_scan_backward(recorder, sizes, model, variables, stem, labels, key,
+                       ordinary_gradient):
+  """Time eval-mode gradients with the stacks scanned and unrolled.
 
-  Both programs compute the same gradient. On XLA:CPU the backward convolutions
-  inside a scan's loop run without the fast convolution path, which is what the
-  path analyses, built on ``lax.scan``, pay.
+  Both programs of a pair compute the same gradient. On XLA:CPU (jaxlib 0.10.2) the
+  weight-gradient convolutions inside a scan's loop keep dimension orders that the
+  fast convolution path does not take. The gradient at the stem, which the path
+  analyses take, needs no weight gradients.
   """
 
-  def gradient(stem):
-    return exact.ordinary_gradient(model, variables, stem, labels, 'eval')
+  def stem_gradient(stem, params):
+    del params
+    return ordinary_gradient(model, variables, stem, labels, 'eval')
 
-  scanned = jax.jit(gradient).lower(stem).compile()
-  with training.unrolled_scans():
-    unrolled = jax.jit(gradient).lower(stem).compile()
-  timings = time_interleaved(
-      {'scanned': lambda: scanned(stem).block_until_ready(),
-       'unrolled': lambda: unrolled(stem).block_until_ready()}, repeats=sizes.repeats)
-  difference = float(jnp.max(jnp.abs(timings['scanned'].first_result
-                                     - timings['unrolled'].first_result)))
-  for name, timed in timings.items():
-    recorder.add(f'stem_gradient_seconds/{name}[{key}]', f'stem_gradient_seconds_{name}',
-                 timed.median, 's', seconds=list(timed.seconds),
-                 warmup_seconds=timed.warmup_seconds, model=key, batchnorm='eval',
-                 batch_size=sizes.paths_batch_size,
-                 max_abs_difference_scanned_unrolled=difference)
-  recorder.add_ratio(f'scan_backward_vs_unrolled[{key}]', 'scan_backward_vs_unrolled',
-                     f'stem_gradient_seconds/scanned[{key}]',
-                     f'stem_gradient_seconds/unrolled[{key}]', target=None, model=key)
+  def params_gradient(stem, params):
+
+    def loss(params):
+      logits = model.apply({'params': params, 'batch_stats': variables['batch_stats']},
+                           stem_images, train=False)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
+
+    del stem
+    return jax.grad(loss)(params)
+
+  stem_images = jnp.asarray(lesion.random_images(len(labels), 10, sizes.seed + 3)[0])
+  for name, gradient in (('stem', stem_gradient), ('params', params_gradient)):
+    arguments = (stem, variables['params'])
+    scanned = jax.jit(gradient).lower(*arguments).compile()
+    with training.unrolled_scans():
+      unrolled = jax.jit(gradient).lower(*arguments).compile()
+    timings = time_interleaved(
+        {'scanned': lambda f=scanned: jax.block_until_ready(f(*arguments)),
+         'unrolled': lambda f=unrolled: jax.block_until_ready(f(*arguments))},
+        repeats=sizes.repeats)
+    difference = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+        jax.tree_util.tree_leaves(timings['scanned'].first_result),
+        jax.tree_util.tree_leaves(timings['unrolled'].first_result)))
+    for kind, timed in timings.items():
+      recorder.add(f'{name}_gradient_seconds/{kind}[{key}]', f'{name}_gradient_seconds_{kind}',
+                   timed.median, 's', seconds=list(timed.seconds),
+                   warmup_seconds=timed.warmup_seconds, model=key, batchnorm='eval',
+                   batch_size=sizes.paths_batch_size,
+                   max_abs_difference_scanned_unrolled=difference)
+    ratio = 'scan_backward_vs_unrolled' if name == 'params' else 'scan_stem_backward_vs_unrolled'
+    recorder.add_ratio(f'{ratio}[{key}]', ratio, f'{name}_gradient_seconds/scanned[{key}]',
+                       f'{name}_gradient_seconds/unrolled[{key}]', target=None, model=key)
 
 
 SUITES = {'lesion': run_lesion, 'prefix': run_prefix, 'train': run_train,

@@ -10,15 +10,15 @@ is 1,485 instead of 2,916, an upper bound of 1.96x on the speed-up.
 The design is a staircase over the blocks in network order. The activations are
 held as ``rows [R, batch, H, W, C]``: row 0 is the baseline, and row r > 0 is the
 setting that deletes the r-th requested block. At block ``b`` every existing row
-runs the ordinary block (every gate 1, since each setting deletes one block only),
-and the setting that deletes ``b`` is born as one new row: ``post(shortcut(x))`` of
-the baseline row, which is exactly what a zero forward gate computes, and for which
-the branch need not run at all. The batch of rows grows by one at each deleted
-block, so no work is repeated and none is masked away.
+runs the ordinary block, with every gate 1, since each setting deletes one block
+only. The setting that deletes ``b`` is born there as one new row,
+``post(shortcut(x))`` of the baseline row. That is exactly what a zero forward gate
+computes, and the branch need not run for it. The batch of rows grows by one at
+each deleted block, so no work is repeated and none is masked away.
 
 Rows are stacked along the batch axis of each convolution, so every block is one
-convolution over ``rows x images`` inputs, which is what makes this faster than a
-Python loop over suffixes. The price is that each block sees a different batch size,
+convolution over ``rows x images`` inputs, not one call per suffix. The price is
+that each block sees a different batch size,
 so the blocks are unrolled in the compiled program instead of scanned, and compile
 time grows with depth. ``group_size`` trades speed for compile time on very deep
 networks: the interchangeable blocks of a stage are taken ``group_size`` at a time
@@ -156,6 +156,8 @@ def evaluate_single_deletions(model: GatedResNet, variables: dict[str, Any],
   Returns:
     ``SingleDeletionResults``; ``deletions`` follows the order of ``blocks``.
   """
+  # TODO: shard the images over several devices; this runs on the default device only,
+  # while resjax.lesion.engine shards its settings over a mesh.
   blocks = check_blocks(model, blocks)
   images, labels = _check_data(images, labels)
   if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
