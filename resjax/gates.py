@@ -78,6 +78,33 @@ def stack_gates(settings: Sequence[Gates]) -> Gates:
   return jax.tree_util.tree_map(lambda *xs: np.stack(xs), *settings)
 
 
+def varying_leaves(batch: Gates) -> tuple[bool, ...]:
+  """Return, per leaf of a host batch in ``tree_leaves`` order, whether its settings differ.
+
+  The forward gates always count as varying, so a batch keeps its leading axis of
+  settings. A study that deletes blocks but keeps the orders shares the orders, and
+  a vmap over shared orders would gather each block's kernels once per setting and
+  convolve with batched kernels: many times slower than one set of kernels for all.
+  """
+  leaves = jax.tree_util.tree_leaves(batch)
+  forward = jax.tree_util.tree_leaves(batch.forward)[0]
+  return tuple(leaf is forward or bool(np.any(np.asarray(leaf) != np.asarray(leaf)[:1]))
+               for leaf in leaves)
+
+
+def share_leaves(batch: Gates, varying: Sequence[bool]) -> Gates:
+  """Keep the leading axis of the varying leaves; take setting 0 of the others."""
+  leaves, structure = jax.tree_util.tree_flatten(batch)
+  return jax.tree_util.tree_unflatten(
+      structure, [leaf if keep else leaf[0] for leaf, keep in zip(leaves, varying)])
+
+
+def settings_axes(batch: Gates, varying: Sequence[bool]) -> Gates:
+  """The ``in_axes`` of ``jax.vmap`` for a batch made by ``share_leaves``."""
+  structure = jax.tree_util.tree_structure(batch)
+  return jax.tree_util.tree_unflatten(structure, [0 if keep else None for keep in varying])
+
+
 def unstack_gates(batch: Gates) -> list[Gates]:
   """Split a batch of settings along its leading axis."""
   count = np.shape(batch.forward)[0]

@@ -14,7 +14,7 @@ import optax
 import pytest
 import scipy.stats
 
-from resjax.gates import stack_gates, unstack_gates
+from resjax.gates import share_leaves, stack_gates, unstack_gates, varying_leaves
 from resjax.lesion import engine, recalibration, settings, studies
 from resjax.lesion.settings_file import SettingsFileError, load_settings_file
 from resjax.models import cifar_resnet
@@ -168,6 +168,23 @@ def test_repeated_blocks_equal_one_at_a_time():
     correct, loss = _direct_totals(model, variables, images, labels, gates)
     assert results.correct[row] == correct, f'setting {row}'
     np.testing.assert_allclose(results.mean_loss[row], loss, rtol=1e-5, err_msg=f'setting {row}')
+
+
+def test_only_differing_gates_are_vmapped():
+  model, _ = _model()
+  deletions = settings.gates_from_forward(
+      model, settings.single_deletions(model, list(range(model.num_blocks))))
+  # Forward gates always vary; the shared orders and backward gates lose their axis.
+  varying = varying_leaves(deletions)
+  assert varying == (True,) + (False,) * (len(varying) - 1)
+  shared = share_leaves(deletions, varying)
+  assert shared.forward.shape == deletions.forward.shape
+  assert [order.shape for order in shared.order] == [
+      order.shape[1:] for order in deletions.order]
+  # The mixed batch swaps blocks of the first stack only.
+  mixed = _mixed_batch(model)
+  later_stacks = (False,) * (len(mixed.order) - 1)
+  assert varying_leaves(mixed) == (True, False, False, True) + later_stacks
 
 
 @pytest.mark.parametrize('chunk_size', [1, 3, 100])

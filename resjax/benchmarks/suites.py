@@ -58,11 +58,13 @@ def run_lesion(recorder: Recorder, sizes: BenchmarkSizes, scratch: str) -> None:
   if missing_torch:
     recorder.skip('lesion/torch_eager', missing_torch)
   recorder.note(
-      'engine_vmap (resjax.lesion.engine) vmaps every field of the Gates batch, the block '
-      'orders too. Under vmap the order indices are batched, so each setting gathers its '
-      'own copy of every kernel and the convolutions have one kernel per setting. '
-      'forward_gate_vmap closes over the default orders and vmaps the forward gates only, '
-      'so all settings share each kernel and the vmap batches only the activations.')
+      'engine_vmap (resjax.lesion.engine) vmaps only the fields of the Gates batch that '
+      'differ between settings; in a deletion sweep all settings share the block orders, '
+      'so every setting runs the same kernels. forward_gate_vmap is a minimal jitted vmap '
+      'over the forward gates, to show what the engine adds over it. On a CPU the time '
+      'per image hardly depends on the batch size, so a vmap over settings can at best '
+      'match a loop there. It can gain only where one setting leaves the device idle, '
+      'as an accelerator may with small image batches (not measured here).')
   for depth in sizes.lesion_depths:
     _run_lesion_depth(recorder, sizes, depth, scratch, with_torch=missing_torch is None)
 

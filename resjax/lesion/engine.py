@@ -31,7 +31,7 @@ import optax
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from resjax.gates import Gates
+from resjax.gates import Gates, settings_axes, share_leaves, varying_leaves
 from resjax.lesion import recalibration
 from resjax.models.resnet import GatedResNet
 
@@ -138,6 +138,11 @@ def evaluate_settings(model: GatedResNet, variables: dict[str, Any], images: np.
 
   replicated = NamedSharding(mesh, PartitionSpec())
   by_setting = NamedSharding(mesh, PartitionSpec(SETTINGS_AXIS))
+  varying = varying_leaves(gates_batch)
+  chunk_shardings = settings_axes(gates_batch, varying)
+  chunk_shardings = jax.tree_util.tree_map(
+      lambda axis: replicated if axis is None else by_setting, chunk_shardings,
+      is_leaf=lambda axis: axis is None)
   batches = jax.device_put(_batch_images(images, labels, min(batch_size, len(images))),
                            replicated)
   variables = jax.device_put(variables, replicated)
@@ -146,8 +151,8 @@ def evaluate_settings(model: GatedResNet, variables: dict[str, Any], images: np.
     calibration_batches = jax.device_put(
         recalibration.calibration_batches(calibration.images, calibration.batch_size),
         replicated)
-  programs = _choose_programs(model, variables, gates_batch, batches, calibration_batches,
-                              memory_budget_mb, chunk_size, mesh)
+  programs = _choose_programs(model, variables, gates_batch, varying, batches,
+                              calibration_batches, memory_budget_mb, chunk_size, mesh)
 
   correct = np.zeros((total,), np.int64)
   loss_sums = np.zeros((total,), np.float64)
@@ -163,8 +168,9 @@ def evaluate_settings(model: GatedResNet, variables: dict[str, Any], images: np.
   pending = None
   for start in range(0, total, programs.chunk_size):
     stop = min(start + programs.chunk_size, total)
-    chunk = _padded_slice(gates_batch, start, stop, programs.chunk_size)
-    chunk = jax.device_put(chunk, by_setting)
+    chunk = share_leaves(_padded_slice(gates_batch, start, stop, programs.chunk_size),
+                         varying)
+    chunk = jax.device_put(chunk, chunk_shardings)
     statistics = None
     if programs.recalibrate is not None:
       statistics = jax.device_put(
@@ -180,20 +186,20 @@ def evaluate_settings(model: GatedResNet, variables: dict[str, Any], images: np.
                         correct=correct, count=count)
 
 
-def _choose_programs(model, variables, gates_batch, batches, calibration_batches,
+def _choose_programs(model, variables, gates_batch, varying, batches, calibration_batches,
                      memory_budget_mb, chunk_size, mesh) -> _Programs:
   """Compile for ``chunk_size`` settings per call or, when None, for the budget."""
   devices = mesh.size
   if chunk_size is not None:
-    return _compile_programs(model, variables, gates_batch, batches, calibration_batches,
-                             _round_up(chunk_size, devices), mesh)
+    return _compile_programs(model, variables, gates_batch, varying, batches,
+                             calibration_batches, _round_up(chunk_size, devices), mesh)
   setting_bytes = analytic_setting_bytes(model, batches[0].shape[1:])
   if calibration_batches is not None:
     setting_bytes = max(setting_bytes,
                         analytic_setting_bytes(model, calibration_batches.shape[1:]))
   chunk_size = choose_chunk_size(num_settings(gates_batch), setting_bytes, memory_budget_mb,
                                  devices)
-  return _fit_programs(model, variables, gates_batch, batches, calibration_batches,
+  return _fit_programs(model, variables, gates_batch, varying, batches, calibration_batches,
                        chunk_size, mesh, memory_budget_mb * 2**20)
 
 
@@ -254,13 +260,13 @@ class _Programs:
   temp_bytes: int | None
 
 
-def _fit_programs(model, variables, gates_batch, batches, calibration_batches, chunk_size,
-                  mesh, budget_bytes) -> _Programs:
+def _fit_programs(model, variables, gates_batch, varying, batches, calibration_batches,
+                  chunk_size, mesh, budget_bytes) -> _Programs:
   """Compile for ``chunk_size`` and shrink the chunk until XLA's memory fits the budget."""
   devices = mesh.size
   while True:
-    programs = _compile_programs(model, variables, gates_batch, batches, calibration_batches,
-                                 chunk_size, mesh)
+    programs = _compile_programs(model, variables, gates_batch, varying, batches,
+                                 calibration_batches, chunk_size, mesh)
     if programs.temp_bytes is None or programs.temp_bytes <= budget_bytes:
       return programs
     if chunk_size == devices:
@@ -283,13 +289,16 @@ _MAX_PROGRAMS = 32
 _PROGRAMS: dict[tuple, _Programs] = {}
 
 
-def _compile_programs(model, variables, gates_batch, batches, calibration_batches,
+def _compile_programs(model, variables, gates_batch, varying, batches, calibration_batches,
                       chunk_size, mesh) -> _Programs:
   by_setting = NamedSharding(mesh, PartitionSpec(SETTINGS_AXIS))
-  gates = jax.tree_util.tree_map(
-      lambda leaf: jax.ShapeDtypeStruct((chunk_size,) + leaf.shape[1:], leaf.dtype,
-                                        sharding=by_setting), gates_batch)
-  key = (model, chunk_size, tuple(device.id for device in mesh.devices.flat),
+  replicated = NamedSharding(mesh, PartitionSpec())
+  leaves, structure = jax.tree_util.tree_flatten(gates_batch)
+  gates = jax.tree_util.tree_unflatten(structure, [
+      jax.ShapeDtypeStruct((chunk_size,) + leaf.shape[1:], leaf.dtype, sharding=by_setting)
+      if keep else jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype, sharding=replicated)
+      for leaf, keep in zip(leaves, varying)])
+  key = (model, chunk_size, varying, tuple(device.id for device in mesh.devices.flat),
          tuple(order.shape for order in gates.order), tuple(batches[0].shape),
          None if calibration_batches is None else tuple(calibration_batches.shape))
   if key in _PROGRAMS:
@@ -299,14 +308,15 @@ def _compile_programs(model, variables, gates_batch, batches, calibration_batche
   temp_bytes = []
   if calibration_batches is not None:
     calibration_model = dataclasses.replace(model, bn_momentum=0.0)
-    lowered = recalibration.recalibrated_statistics_jit.lower(calibration_model, variables,
-                                                              gates, calibration_batches)
+    lowered = recalibration.recalibrated_statistics_jit.lower(
+        calibration_model, varying, variables, gates, calibration_batches)
     recalibrate = lowered.compile()
     temp_bytes.append(_temp_bytes(recalibrate))
     statistics = jax.tree_util.tree_map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=by_setting),
         lowered.out_info)
-  totals = _chunk_totals.lower(model, variables, gates, statistics, *batches).compile()
+  totals = _chunk_totals.lower(model, varying, variables, gates, statistics,
+                               *batches).compile()
   temp_bytes.append(_temp_bytes(totals))
   known = [value for value in temp_bytes if value is not None]
   programs = _Programs(chunk_size=chunk_size, totals=totals, recalibrate=recalibrate,
@@ -325,13 +335,14 @@ def _temp_bytes(compiled) -> int | None:
   return None if analysis is None else int(analysis.temp_size_in_bytes)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _chunk_totals(model: GatedResNet, variables, gates: Gates, statistics, images, labels,
-                  mask):
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _chunk_totals(model: GatedResNet, varying: tuple[bool, ...], variables, gates: Gates,
+                  statistics, images, labels, mask):
   """Sum correct predictions and losses of each setting over all image batches.
 
-  ``images`` is ``[batches, batch, H, W, C]``. ``statistics`` is None or per-setting
-  BatchNorm statistics with a leading axis of settings.
+  ``gates`` comes from ``share_leaves(batch, varying)``. ``images`` is
+  ``[batches, batch, H, W, C]``. ``statistics`` is None or per-setting BatchNorm
+  statistics with a leading axis of settings.
   """
 
   def setting_logits(setting, setting_stats, x):
@@ -342,7 +353,8 @@ def _chunk_totals(model: GatedResNet, variables, gates: Gates, statistics, image
 
   def add_batch(totals, batch):
     x, y, valid = batch
-    logits = jax.vmap(setting_logits, in_axes=(0, 0, None))(gates, statistics, x)
+    logits = jax.vmap(setting_logits,
+                      in_axes=(settings_axes(gates, varying), 0, None))(gates, statistics, x)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, y[None, :])
     hits = (jnp.argmax(logits, axis=-1) == y[None, :]) & valid[None, :]
     correct, loss = totals

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from resjax.gates import Gates
+from resjax.gates import Gates, settings_axes, share_leaves, varying_leaves
 from resjax.models.resnet import GatedResNet
 
 
@@ -62,14 +62,19 @@ def recalibrated_statistics(model: GatedResNet, variables: dict[str, Any], gates
   Returns:
     ``batch_stats`` with a leading axis of settings on every leaf.
   """
-  return recalibrated_statistics_jit(dataclasses.replace(model, bn_momentum=0.0),
-                                     variables, gates, batches)
+  gates = jax.tree_util.tree_map(np.asarray, gates)
+  varying = varying_leaves(gates)
+  return recalibrated_statistics_jit(dataclasses.replace(model, bn_momentum=0.0), varying,
+                                     variables, share_leaves(gates, varying), batches)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def recalibrated_statistics_jit(calibration_model: GatedResNet, variables, gates: Gates,
-                                batches):
-  """``recalibrated_statistics`` for a model whose ``bn_momentum`` is already 0."""
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def recalibrated_statistics_jit(calibration_model: GatedResNet, varying: tuple[bool, ...],
+                                variables, gates: Gates, batches):
+  """``recalibrated_statistics`` for a model whose ``bn_momentum`` is already 0.
+
+  ``gates`` comes from ``resjax.gates.share_leaves(batch, varying)``.
+  """
   num_batches = batches.shape[0]
 
   def one_setting(setting):
@@ -83,7 +88,7 @@ def recalibrated_statistics_jit(calibration_model: GatedResNet, variables, gates
     means = jax.tree_util.tree_map(lambda total: total / num_batches, sums)
     return _from_moments(means)
 
-  return jax.vmap(one_setting)(gates)
+  return jax.vmap(one_setting, in_axes=(settings_axes(gates, varying),))(gates)
 
 
 def _to_moments(tree):

@@ -27,12 +27,17 @@ DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16, 'float16': jnp.float
 
 def cifar_resnet(depth: int, *, num_classes: int = 10, widths=(16, 32, 64),
                  **options) -> GatedResNet:
-  """A CIFAR ResNet of depth 6n+2: three stages of n basic units, option-A shortcuts."""
+  """A CIFAR ResNet of depth 6n+2: three stages of n basic units, option-A shortcuts.
+
+  Pre-activation and residual unless ``options`` say otherwise, as in the base config.
+  """
   if depth < 8 or (depth - 2) % 6:
     raise ConfigError(f'CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, '
                      f'56, 110, 1202, ...), got {depth}.')
   n = (depth - 2) // 6
   options.setdefault('shortcut', 'option_a')
+  options.setdefault('preactivation', True)
+  options.setdefault('residual', True)
   return GatedResNet(unit_kind='basic', stage_sizes=(n, n, n), widths=tuple(widths),
                      stem_width=widths[0], imagenet=False, num_classes=num_classes,
                      **options)
@@ -40,12 +45,17 @@ def cifar_resnet(depth: int, *, num_classes: int = 10, widths=(16, 32, 64),
 
 def imagenet_resnet(depth: int, *, num_classes: int = 1000, widths=(64, 128, 256, 512),
                     **options) -> GatedResNet:
-  """An ImageNet ResNet (18, 34, 50, 101, 152, 200) with projection shortcuts."""
+  """An ImageNet ResNet (18, 34, 50, 101, 152, 200) with projection shortcuts.
+
+  Pre-activation and residual unless ``options`` say otherwise, as in the base config.
+  """
   if depth not in IMAGENET_STAGES:
     raise ConfigError(f'ImageNet ResNet depth must be one of {sorted(IMAGENET_STAGES)}, '
                      f'got {depth}.')
   kind, sizes = IMAGENET_STAGES[depth]
   options.setdefault('shortcut', 'projection')
+  options.setdefault('preactivation', True)
+  options.setdefault('residual', True)
   return GatedResNet(unit_kind=kind, stage_sizes=sizes, widths=tuple(widths),
                      stem_width=widths[0], imagenet=True, num_classes=num_classes,
                      **options)
