@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from typing import Any, Sequence
 
 import ml_collections
@@ -30,7 +31,7 @@ from resjax.errors import ConfigError
 from resjax.lesion import figures, studies
 from resjax.lesion.engine import Calibration
 from resjax.lesion.settings_file import load_settings_file
-from resjax.results import read_json, write_json, write_result
+from resjax.results import read_json, record_timing, write_json, write_result
 
 LESION_ANALYSES = ('lesion_single', 'lesion_multi', 'reorder', 'duplicate', 'user_settings')
 PATH_ANALYSES = tuple(paths_lib.PATH_ANALYSES)
@@ -116,23 +117,32 @@ def run_analyses(config: ml_collections.ConfigDict, workdir: str,
   if not pending and not path_names:
     return written
 
+  # timings.json keeps the time of each analysis's latest run, so rerunning one
+  # analysis does not replace the time of the others.
+  start = time.perf_counter()
   inputs = _load_inputs(config, analysis,
                         need_train=bool(path_names) or analysis.recalibrate_bn)
+  record_timing(workdir, 'analysis inputs', time.perf_counter() - start)
   if pending:
     evaluator = _evaluator(run.model, run.variables, inputs, analysis)
     plain = None
     if plain_run is not None:
       plain = _evaluator(plain_run.model, plain_run.variables, inputs, analysis)
     for name, fingerprint in pending:
+      start = time.perf_counter()
       result = _run_study(name, evaluator, plain, forward, analysis)
       data = dict(result.data, fingerprint=fingerprint, checkpoint_step=int(run.step))
       written.append(write_result(analyses_dir, name, data, result.columns, result.rows))
       written.append(figures.PLOTS[name](data, os.path.join(figures_dir, f'{name}.png')))
+      record_timing(workdir, f'analysis {name}', time.perf_counter() - start)
   if path_names:
+    start = time.perf_counter()
     written += paths_lib.run_path_analyses(run.model, run.variables, _train_images(inputs),
                                            inputs['train'].labels, analysis, analyses_dir,
                                            figures_dir, names=path_names)
     _record_path_analyses(analyses_dir, path_names, path_fingerprint)
+    record_timing(workdir, f'analysis {" and ".join(path_names)}',
+                  time.perf_counter() - start)
   return written
 
 

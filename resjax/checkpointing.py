@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
+from absl import logging
 
 from resjax import data as data_lib
 from resjax import sharding
@@ -168,8 +169,18 @@ def open_manager(workdir: str, *, checkpoint_every_steps: int = 1, keep_checkpoi
   # Named handlers let a fresh manager read an item's metadata before any restore.
   handlers = {'variables': ocp.StandardCheckpointHandler(),
               'training': ocp.StandardCheckpointHandler()}
-  return ocp.CheckpointManager(checkpoint_directory(workdir), options=options,
-                               item_handlers=handlers)
+  if not read_only:
+    return ocp.CheckpointManager(checkpoint_directory(workdir), options=options,
+                                 item_handlers=handlers)
+  # Orbax warns on every read-only open, which is what restoring means here; the
+  # warning would be printed once per analysis run without telling the user anything.
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    return ocp.CheckpointManager(checkpoint_directory(workdir), options=options,
+                                 item_handlers=handlers)
+  finally:
+    logging.set_verbosity(verbosity)
 
 
 def save_state(manager: ocp.CheckpointManager, state: TrainState) -> bool:

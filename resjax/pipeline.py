@@ -17,9 +17,8 @@ import ml_collections
 
 from resjax.config_base import base_config
 from resjax.errors import ConfigError
-from resjax.results import read_json, write_json
+from resjax.results import read_json, record_timing, write_json
 
-TIMINGS_FILE = 'timings.json'
 MODEL_FILE = 'model.json'
 
 
@@ -38,10 +37,7 @@ def _timed(workdir: str, stage: str, outputs: tuple[str, ...], work: Callable[[]
   result = work()
   seconds = time.perf_counter() - start
   if _output_stamps(workdir, outputs) != before:
-    path = os.path.join(workdir, TIMINGS_FILE)
-    timings = read_json(path) if os.path.exists(path) else {}
-    timings[stage] = round(seconds, 2)
-    write_json(path, timings)
+    record_timing(workdir, stage, seconds)
   return result
 
 
@@ -92,8 +88,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def analyze(config: ml_collections.ConfigDict | None, workdir: str) -> list[str]:
   from resjax.analysis import run_analyses  # pylint: disable=import-outside-toplevel
   merged = analysis_config(config, workdir)
-  written = _timed(workdir, 'analyze', ('analyses/*.json',),
-                   lambda: run_analyses(merged, workdir))
+  # run_analyses records the time of each analysis it runs.
+  written = run_analyses(merged, workdir)
   print(f'analyses in {os.path.join(workdir, "analyses")}, figures in '
         f'{os.path.join(workdir, "figures")}')
   return written

@@ -55,6 +55,17 @@ def write_csv(path: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) 
   write_text_atomic(path, buffer.getvalue())
 
 
+TIMINGS_FILE = 'timings.json'
+
+
+def record_timing(workdir: str, stage: str, seconds: float) -> None:
+  """Set the time of ``stage`` in ``<workdir>/timings.json``, keeping the other stages."""
+  path = os.path.join(workdir, TIMINGS_FILE)
+  timings = read_json(path) if os.path.exists(path) else {}
+  timings[stage] = round(seconds, 2)
+  write_json(path, timings)
+
+
 def write_result(directory: str, name: str, data: Mapping[str, Any],
                  columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
   """Write ``<directory>/<name>.json`` and its CSV twin ``<name>.csv``.

@@ -406,6 +406,10 @@ class _Run:
     return result
 
 
+# Steps in an epoch for checking the schedule's fields before the data is loaded.
+NOMINAL_STEPS_IN_EPOCH = 10**6
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        stop_after_step: int | None = None) -> dict[str, Any]:
   """Train ``config``'s model in ``workdir``, or resume it there; evaluate on the test split.
@@ -425,7 +429,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     only ``{'steps', 'stopped'}``.
   """
   sharding.initialize_distributed(config.distributed)
-  os.makedirs(workdir, exist_ok=True)
   checkpointing.check_resume_config(workdir, config)
   summary = read_summary(workdir)
   if summary is not None:
@@ -433,6 +436,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                  summary['steps'])
     return summary
 
+  # Everything that can reject the config without data runs before the workdir exists.
   mesh = sharding.make_mesh()
   train_config = config.train
   if train_config.log_every_steps <= 0:
@@ -442,7 +446,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   sharding.check_batch_size(train_config.eval_batch_size, mesh, 'train.eval_batch_size')
   model = build_model(config.model, data_lib.num_classes_for(config.data))
   train_variants.check_variant(model, config)
-  data = load_data(config, mesh)
+  # A long nominal epoch: the epoch fields are checked now, the rounding to the real
+  # number of steps once the data is loaded.
+  schedules.build_optimizer(train_config, steps_in_epoch=NOMINAL_STEPS_IN_EPOCH)
+  created = not os.path.exists(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  try:
+    data = load_data(config, mesh)
+  except BaseException:
+    if created and not os.listdir(workdir):
+      os.rmdir(workdir)  # a run that never started leaves no empty workdir behind
+    raise
   steps_in_epoch = schedules.steps_per_epoch(data.num_train, train_config.batch_size)
   total = schedules.total_steps(train_config, steps_in_epoch)
   optimizer, schedule = schedules.build_optimizer(train_config, steps_in_epoch)

@@ -165,6 +165,7 @@ def test_rerun_skips_finished(runs, tmp_path):
   config.analysis.names = ('lesion_single', 'reorder', 'path_lengths')
   first = run_analyses(config, workdir)
   assert first
+  first_timings = read_json(os.path.join(workdir, 'timings.json'))
   stamps = {name: os.path.getmtime(os.path.join(workdir, 'analyses', name))
             for name in _result_files(workdir)}
 
@@ -178,6 +179,12 @@ def test_rerun_skips_finished(runs, tmp_path):
   assert sorted(os.path.basename(path) for path in written) == [
       'lesion_single.png', 'reorder.json', 'reorder.png']
   assert len(read_json(os.path.join(workdir, 'analyses', 'reorder.json'))['error']) == 6
+  # Rerunning reorder replaces its time only; the others keep theirs.
+  timings = read_json(os.path.join(workdir, 'timings.json'))
+  assert set(timings) >= {'analysis inputs', 'analysis lesion_single', 'analysis reorder',
+                          'analysis path_lengths'}
+  assert all(seconds > 0 for seconds in timings.values())
+  assert timings['analysis lesion_single'] == first_timings['analysis lesion_single']
 
 
 def test_unknown_name_lists_valid(runs, tmp_path):

@@ -103,7 +103,7 @@ def _write_run(workdir, config, results):
   write_json(os.path.join(workdir, 'config.json'), config.to_dict())
   for name, data in results.items():
     write_json(os.path.join(workdir, 'analyses', f'{name}.json'), data)
-  write_json(os.path.join(workdir, 'timings.json'), {'train': 61.5, 'analyze': 12.0})
+  write_json(os.path.join(workdir, 'timings.json'), {'train': 61.5, 'analysis lesion_single': 12.0})
   write_json(os.path.join(workdir, 'train_summary.json'), {'test_error': 0.0123, 'steps': 40})
   os.makedirs(os.path.join(workdir, 'figures'))
   # A 1x1 PNG is enough to check that figures are linked and embedded.

@@ -276,6 +276,33 @@ def test_batch_size_must_divide_over_devices(tmp_path):
     training.train_and_evaluate(config, str(tmp_path))
 
 
+def test_bad_warmup_rejected_before_data_and_workdir(tmp_path):
+  config = tiny_config()
+  config.train.warmup_epochs = 3  # longer than the 2 epochs of training
+  workdir = tmp_path / 'run'
+  with pytest.raises(ConfigError, match='train.warmup_epochs=3.0 must be at least 0'):
+    training.train_and_evaluate(config, str(workdir))
+  assert not workdir.exists()
+
+
+def test_data_error_leaves_no_empty_workdir(tmp_path):
+  config = tiny_config()
+  config.data.source = 'folder'
+  config.data.path = str(tmp_path / 'images')
+  for name in ('cat', 'dog'):  # classes, but no image in them and no test split
+    (tmp_path / 'images' / 'train' / name).mkdir(parents=True)
+  workdir = tmp_path / 'run'
+  with pytest.raises(ResjaxError):
+    training.train_and_evaluate(config, str(workdir))
+  assert not workdir.exists()
+  kept = tmp_path / 'kept'
+  kept.mkdir()
+  (kept / 'notes.txt').write_text('mine')
+  with pytest.raises(ResjaxError):
+    training.train_and_evaluate(config, str(kept))
+  assert (kept / 'notes.txt').read_text() == 'mine'
+
+
 # ---------------------------------------------------------------- restore_run
 
 

@@ -89,7 +89,8 @@ class Evaluator:
 
 
 def _evaluate_with_progress(evaluator: Evaluator, gates_batch: Gates, label: str):
-  with Progress(num_settings(gates_batch) * evaluator.passes, label) as progress:
+  with Progress(num_settings(gates_batch) * evaluator.passes, label,
+                unit='settings') as progress:
     return evaluator.evaluate(gates_batch, progress)
 
 
@@ -299,7 +300,7 @@ def duplicate(evaluator: Evaluator, *, max_blocks: int, samples: int,
   mean_loss = np.zeros(len(orders))
   recalibrated_error = np.zeros(len(orders)) if evaluator.calibration is not None else None
   total = len(orders) * evaluator.passes
-  with Progress(total, 'duplicate') as progress:
+  with Progress(total, 'duplicate', unit='settings') as progress:
     for rows in settings_lib.group_by_shape(orders).values():
       batch = settings_lib.gates_from_orders(model, [orders[row] for row in rows])
       results, recalibrated = evaluator.evaluate(batch, progress)

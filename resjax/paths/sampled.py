@@ -198,7 +198,7 @@ class PathGradientRunner:
     # The sets are drawn one length at a time, so only one chunk of rows is in memory.
     sets = (rows for _, rows in path_sets(num_blocks, samples, seed))
     done = 0
-    with Progress(len(norms), 'path_gradients') as progress:
+    with Progress(len(norms), 'path_gradients', unit='paths') as progress:
       for chunk, count in _chunks(sets, self.paths_per_call, num_blocks):
         chunk = jax.device_put(chunk, sharding.batch_sharding(self.mesh))
         result = self._compiled(*self.arguments, chunk)
