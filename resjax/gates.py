@@ -19,7 +19,7 @@ leading axis more, and ``jax.vmap`` maps over it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -103,6 +103,33 @@ def settings_axes(batch: Gates, varying: Sequence[bool]) -> Gates:
   """The ``in_axes`` of ``jax.vmap`` for a batch made by ``share_leaves``."""
   structure = jax.tree_util.tree_structure(batch)
   return jax.tree_util.tree_unflatten(structure, [0 if keep else None for keep in varying])
+
+
+def map_settings(fn: Callable[..., Any], batch: Gates, varying: Sequence[bool],
+                 *per_setting: Any) -> Any:
+  """Apply ``fn(setting, *args)`` to every setting of a ``share_leaves`` batch.
+
+  ``per_setting`` holds pytrees with a leading axis of settings (or None). Settings
+  that share their orders run as one ``jax.vmap``. Settings whose orders differ run
+  one after another in a ``lax.map``: under a vmap, each would gather its own copy
+  of every kernel, and XLA runs convolutions with a kernel per setting many times
+  slower than one kernel shared by a batch (7x on XLA:CPU for ResNet-110).
+  """
+  order_leaves = len(jax.tree_util.tree_leaves(batch.order))
+  if not any(varying[len(varying) - order_leaves:]):
+    return jax.vmap(fn, in_axes=(settings_axes(batch, varying),) + (0,) * len(per_setting))(
+        batch, *per_setting)
+  leaves, structure = jax.tree_util.tree_flatten(batch)
+  mapped = [leaf for leaf, keep in zip(leaves, varying) if keep]
+
+  def one_setting(arguments):
+    setting_leaves, setting_args = arguments
+    rows = iter(setting_leaves)
+    setting = jax.tree_util.tree_unflatten(
+        structure, [next(rows) if keep else leaf for leaf, keep in zip(leaves, varying)])
+    return fn(setting, *setting_args)
+
+  return jax.lax.map(one_setting, (mapped, per_setting))
 
 
 def unstack_gates(batch: Gates) -> list[Gates]:

@@ -14,13 +14,13 @@ import pytest
 
 from resjax import checkpointing, schedules, steps
 from resjax.analysis import ANALYSES, run_analyses
+from resjax.benchmarks import weights
 from resjax.config_base import base_config
 from resjax.data import image_shape_for, num_classes_for
 from resjax.errors import CheckpointError, ConfigError
 from resjax.lesion.settings_file import SettingsFileError
 from resjax.models import build_model
 from resjax.results import read_json
-from test_lesion import random_variables
 
 LESION_NAMES = ('lesion_single', 'lesion_multi', 'reorder', 'duplicate', 'user_settings')
 
@@ -53,7 +53,7 @@ def _config(residual=True):
 def _save_untrained(workdir, config):
   """Write the config and a step-0 checkpoint of random variables of ``config``'s model."""
   model = build_model(config.model, num_classes_for(config.data))
-  variables = random_variables(model, image_shape_for(config.data))
+  variables = weights.random_variables(model, 0, image_shape_for(config.data))
   optimizer, _ = schedules.build_optimizer(config.train, steps_in_epoch=1)
   state = steps.TrainState(step=jnp.zeros((), jnp.int32), params=variables['params'],
                            batch_stats=variables['batch_stats'],

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from resjax.benchmarks import records, timing, training
+from resjax.benchmarks import records, timing, training, weights
 from resjax.models import cifar_resnet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -178,26 +178,6 @@ def test_interleaved_timing_keeps_first_result():
   assert len(calls) == 4
 
 
-def randomised_variables(model, seed):
-  """Variables in the shapes of ``model.init`` (without running it), statistics not 0 and 1."""
-  shapes = jax.eval_shape(model.init, jax.random.key(0),
-                          jax.ShapeDtypeStruct((1, 16, 16, 3), jnp.float32))
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name == 'kernel':
-      fan_in = int(np.prod(leaf.shape[-4:-1] if leaf.ndim >= 4 else leaf.shape[-2:-1]))
-      values = rng.normal(0.0, np.sqrt(2.0 / fan_in), leaf.shape)
-    elif name in ('scale', 'var'):
-      values = np.abs(rng.normal(1.0, 0.2, leaf.shape))
-    else:
-      values = rng.normal(0.0, 0.1, leaf.shape)
-    return jnp.asarray(values, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
 @pytest.mark.skipif(not HAS_TORCH, reason='PyTorch is not installed (requirements-bench.txt)')
 @pytest.mark.parametrize('preactivation', [True, False])
 @pytest.mark.parametrize('residual, shortcut', [(True, 'option_a'), (True, 'projection'),
@@ -208,7 +188,7 @@ def test_torch_twin_logits_agree(preactivation, residual, shortcut):
 
   model = cifar_resnet(14, preactivation=preactivation, residual=residual,
                        shortcut=shortcut, widths=(4, 8, 16))
-  variables = randomised_variables(model, seed=1)
+  variables = weights.random_variables(model, 1, (16, 16, 3))
   images = np.random.default_rng(0).normal(size=(4, 16, 16, 3)).astype(np.float32)
   twin = torch_resnet.torch_twin(model, variables)
   deleted = [1, model.layouts[1].head] if residual else [1]
@@ -228,7 +208,7 @@ def test_torch_twin_rejects_undeletable_block():
   from resjax.benchmarks import torch_resnet  # pylint: disable=import-outside-toplevel
 
   model = cifar_resnet(14, preactivation=True, residual=False, widths=(4, 8, 16))
-  twin = torch_resnet.torch_twin(model, randomised_variables(model, seed=2))
+  twin = torch_resnet.torch_twin(model, weights.random_variables(model, 2, (16, 16, 3)))
   head = model.layouts[1].head
   with pytest.raises(ValueError, match=f'blocks \\[{head}\\] cannot be deleted'):
     twin(torch_resnet.to_torch_images(np.zeros((1, 16, 16, 3), np.float32)), [head])

@@ -14,6 +14,7 @@ import optax
 import pytest
 import scipy.stats
 
+from resjax.benchmarks import weights
 from resjax.gates import share_leaves, stack_gates, unstack_gates, varying_leaves
 from resjax.lesion import engine, recalibration, settings, studies
 from resjax.lesion.settings_file import SettingsFileError, load_settings_file
@@ -31,31 +32,6 @@ def _data(count=NUM_IMAGES, seed=0):
   return images, labels
 
 
-def random_variables(model, image_shape, seed=0):
-  """Random variables in the shapes of ``model.init``, without compiling the init.
-
-  Kernels get He-normal values; BatchNorm scales and running variances lie near 1 and
-  biases and running means near 0, so the running statistics differ from their
-  initial values.
-  """
-  shapes = jax.eval_shape(model.init, jax.random.key(0),
-                          jax.ShapeDtypeStruct((1,) + tuple(image_shape), jnp.float32))
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name == 'kernel':
-      fan_in = int(np.prod(leaf.shape[-4:-1] if leaf.ndim >= 4 else leaf.shape[-2:-1]))
-      values = rng.normal(0.0, np.sqrt(2.0 / fan_in), leaf.shape)
-    elif name in ('scale', 'var'):
-      values = np.abs(rng.normal(1.0, 0.2, leaf.shape))
-    else:
-      values = rng.normal(0.0, 0.1, leaf.shape)
-    return jnp.asarray(values, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
 _MODELS = {}
 
 
@@ -63,7 +39,7 @@ def _model(preactivation=True, residual=True):
   key = (preactivation, residual)
   if key not in _MODELS:
     model = cifar_resnet(14, preactivation=preactivation, residual=residual, num_classes=10)
-    _MODELS[key] = (model, random_variables(model, IMAGE_SHAPE))
+    _MODELS[key] = (model, weights.random_variables(model, 0, IMAGE_SHAPE))
   return _MODELS[key]
 
 
@@ -314,7 +290,10 @@ def test_chunks_fit_memory_budget(monkeypatch, activation_copies):
   # With 1 copy the analytic estimate is too low, so the compiled check must shrink the chunk.
   monkeypatch.setattr(engine, 'ACTIVATION_COPIES', activation_copies)
   model, variables = _model()
-  batch = _mixed_batch(model)
+  # Deletions share the orders, so the settings of a chunk run in one vmap and its
+  # memory grows with the chunk (a batch whose orders differ runs one setting at a time).
+  batch = settings.gates_from_forward(
+      model, settings.single_deletions(model, list(range(model.num_blocks))))
   budget_mb = 1.5
   calls = []
   results = _evaluate(model, variables, batch, memory_budget_mb=budget_mb,

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from resjax.benchmarks import weights
 from resjax.lesion import engine, prefix
 from resjax.lesion.settings import gates_from_forward
 from resjax.models import cifar_resnet
@@ -14,23 +15,8 @@ WIDTHS = (4, 8, 16)
 
 
 def random_variables(model, seed=0):
-  """Variables in the shapes of ``model.init`` with BatchNorm statistics away from 0 and 1."""
-  shapes = jax.eval_shape(model.init, jax.random.key(0),
-                          jax.ShapeDtypeStruct((1,) + IMAGE_SHAPE, jnp.float32))
-  rng = np.random.default_rng(seed)
-
-  def fill(path, leaf):
-    name = path[-1].key
-    if name == 'kernel':
-      fan_in = int(np.prod(leaf.shape[-4:-1] if leaf.ndim >= 4 else leaf.shape[-2:-1]))
-      values = rng.normal(0.0, np.sqrt(2.0 / fan_in), leaf.shape)
-    elif name in ('scale', 'var'):
-      values = np.abs(rng.normal(1.0, 0.2, leaf.shape))
-    else:
-      values = rng.normal(0.0, 0.1, leaf.shape)
-    return jnp.asarray(values, leaf.dtype)
-
-  return jax.tree_util.tree_map_with_path(fill, shapes)
+  """Random variables with BatchNorm statistics away from 0 and 1, for 8x8x3 images."""
+  return weights.random_variables(model, seed, IMAGE_SHAPE)
 
 
 def data(count, seed=0):

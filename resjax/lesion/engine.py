@@ -31,7 +31,7 @@ import optax
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from resjax.gates import Gates, settings_axes, share_leaves, varying_leaves
+from resjax.gates import Gates, map_settings, settings_axes, share_leaves, varying_leaves
 from resjax.lesion import recalibration
 from resjax.models.resnet import GatedResNet
 
@@ -118,7 +118,7 @@ def evaluate_settings(model: GatedResNet, variables: dict[str, Any], images: np.
   Returns:
     ``SettingResults`` in the order of ``gates_batch``.
   """
-  images, labels = _check_data(images, labels)
+  images, labels = check_data(images, labels)
   if batch_size < 1:
     raise ValueError(f'batch_size must be at least 1, got {batch_size}.')
   if not memory_budget_mb > 0:
@@ -353,8 +353,8 @@ def _chunk_totals(model: GatedResNet, varying: tuple[bool, ...], variables, gate
 
   def add_batch(totals, batch):
     x, y, valid = batch
-    logits = jax.vmap(setting_logits,
-                      in_axes=(settings_axes(gates, varying), 0, None))(gates, statistics, x)
+    logits = map_settings(lambda setting, stats: setting_logits(setting, stats, x), gates,
+                          varying, statistics)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, y[None, :])
     hits = (jnp.argmax(logits, axis=-1) == y[None, :]) & valid[None, :]
     correct, loss = totals
@@ -381,7 +381,8 @@ def _batch_images(images: np.ndarray, labels: np.ndarray, batch_size: int):
           labels.reshape((batches, batch_size)), mask.reshape((batches, batch_size)))
 
 
-def _check_data(images, labels) -> tuple[np.ndarray, np.ndarray]:
+def check_data(images, labels) -> tuple[np.ndarray, np.ndarray]:
+  """Return float32 images and int32 labels, or raise ValueError naming what is wrong."""
   images = np.asarray(images)
   labels = np.asarray(labels)
   if images.ndim != 4:
@@ -436,5 +437,5 @@ def _round_up(value: int, multiple: int) -> int:
   return -(-value // multiple) * multiple
 
 
-__all__ = ['Calibration', 'SettingResults', 'analytic_setting_bytes', 'choose_chunk_size',
-           'default_mesh', 'evaluate_settings']
+__all__ = ['Calibration', 'SettingResults', 'analytic_setting_bytes', 'check_data',
+           'choose_chunk_size', 'default_mesh', 'evaluate_settings']

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from resjax.lesion.engine import SettingResults
+from resjax.lesion.engine import SettingResults, check_data
 from resjax.models.resnet import GatedResNet, StageLayout
 
 # Live copies of the largest row batch in one block: the input rows, the shortcut,
@@ -159,7 +159,7 @@ def evaluate_single_deletions(model: GatedResNet, variables: dict[str, Any],
   # TODO: shard the images over several devices; this runs on the default device only,
   # while resjax.lesion.engine shards its settings over a mesh.
   blocks = check_blocks(model, blocks)
-  images, labels = _check_data(images, labels)
+  images, labels = check_data(images, labels)
   if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
     raise ValueError(f'group_size must be a positive integer, got {group_size!r}.')
   batch_size = choose_batch_size(model, blocks, images.shape[1:],
@@ -330,24 +330,6 @@ def _padded_batch(images, labels, start, batch_size):
         [batch_images, np.zeros((missing,) + images.shape[1:], images.dtype)])
     batch_labels = np.concatenate([batch_labels, np.zeros((missing,), labels.dtype)])
   return batch_images, batch_labels, mask
-
-
-def _check_data(images, labels) -> tuple[np.ndarray, np.ndarray]:
-  images = np.asarray(images)
-  labels = np.asarray(labels)
-  if images.ndim != 4:
-    raise ValueError(f'images has shape {images.shape}, expected [N, H, W, C].')
-  if not np.issubdtype(images.dtype, np.floating):
-    raise ValueError(f'images has dtype {images.dtype}, expected float32 images '
-                     'preprocessed as in training (resjax.data.preprocess).')
-  if labels.shape != images.shape[:1]:
-    raise ValueError(f'labels has shape {labels.shape}, expected [{len(images)}], one '
-                     'label per image.')
-  if not np.issubdtype(labels.dtype, np.integer):
-    raise ValueError(f'labels has dtype {labels.dtype}, expected integer class indices.')
-  if len(images) == 0:
-    raise ValueError('images is empty; evaluate on at least one image.')
-  return images.astype(np.float32), labels.astype(np.int32)
 
 
 __all__ = ['SingleDeletionResults', 'check_blocks', 'choose_batch_size',

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from resjax.gates import Gates, settings_axes, share_leaves, varying_leaves
+from resjax.gates import Gates, map_settings, share_leaves, varying_leaves
 from resjax.models.resnet import GatedResNet
 
 
@@ -88,7 +88,7 @@ def recalibrated_statistics_jit(calibration_model: GatedResNet, varying: tuple[b
     means = jax.tree_util.tree_map(lambda total: total / num_batches, sums)
     return _from_moments(means)
 
-  return jax.vmap(one_setting, in_axes=(settings_axes(gates, varying),))(gates)
+  return map_settings(one_setting, gates, varying)
 
 
 def _to_moments(tree):
