@@ -10,8 +10,6 @@ import sys
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 # pylint: disable=wrong-import-position
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -1,7 +1,6 @@
 """Tests of the prefix-sharing single-deletion evaluator (resjax.lesion.prefix)."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

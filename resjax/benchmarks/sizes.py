@@ -61,7 +61,7 @@ class BenchmarkSizes:
   train_depth: int = 20
   train_batch_size: int = 128
   train_variants: tuple[str, ...] = (
-      'as_is', 'unrolled', 'donate', 'bfloat16', 'batch_x2', 'onednn', 'xnnpack',
+      'as_is', 'rolled', 'donate', 'bfloat16', 'batch_x2', 'onednn', 'xnnpack',
       'single_thread_eigen', 'torch_channels_last')
   compile_depths: tuple[int, ...] = (20, 56, 110, 1202)
   compile_batch_size: int = 128

@@ -32,9 +32,15 @@ from resjax.models.resnet import GatedResNet
 LESION_UNIT = 'settings x images / s'
 
 
-def make_model(depth: int) -> GatedResNet:
-  """Build the base config's CIFAR ResNet (pre-activation, 10 classes) at ``depth``."""
-  return build_model(training.train_config(depth, batch_size=1).model, num_classes=10)
+def make_model(depth: int, unroll_stacks: str = 'auto') -> GatedResNet:
+  """Build the base config's CIFAR ResNet (pre-activation, 10 classes) at ``depth``.
+
+  ``unroll_stacks`` is ``config.model.unroll_stacks``: 'auto' (unrolled on a CPU, as
+  resjax runs by default), 'always' or 'never'.
+  """
+  model_config = training.train_config(depth, batch_size=1).model
+  model_config.unroll_stacks = unroll_stacks
+  return build_model(model_config, num_classes=10)
 
 
 def model_key(depth: int) -> str:
@@ -286,56 +292,66 @@ def _record_train_variant(recorder, variant, result):
 
 
 def run_compile(recorder: Recorder, sizes: BenchmarkSizes, scratch: str) -> None:
-  """Measure the compile time of the eval forward pass and the train step against depth."""
+  """Measure the compile time of the eval forward pass and the train step against depth.
+
+  Each depth is compiled with its stacks rolled (one ``lax.scan`` per stack, the
+  default on accelerators) and unrolled (the default on a CPU).
+  """
   del scratch
   recorder.note(
-      'while_loops counts the loops left in a compiled program. 0 means that XLA unrolled '
-      'the lax.scan over every stack, and then compile time grows with depth.')
-  for depth in sizes.compile_depths:
-    model = make_model(depth)
-    key = model_key(depth)
-    config = training.train_config(depth, sizes.compile_batch_size)
-    images = jax.ShapeDtypeStruct((sizes.compile_batch_size, 32, 32, 3), jnp.float32)
-    labels = jax.ShapeDtypeStruct((sizes.compile_batch_size,), jnp.int32)
-    variables = jax.eval_shape(model.init, jax.random.key(0), images)
-    optimizer, _ = schedules.build_optimizer(config.train, steps_in_epoch=100)
-    opt_state = jax.eval_shape(optimizer.init, variables['params'])
-
-    def compile_eval():
-      return jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables,
-                                                                      images).compile()
-
-    def compile_train():
-      step = training.core_train_step(model, optimizer)
-      return step.lower(variables['params'], variables['batch_stats'], opt_state, images,
-                        labels, None).compile()
-
-    for kind, function in (('eval', compile_eval), ('train', compile_train)):
-      seconds = []
-      while len(seconds) < sizes.compile_repeats:
-        # JAX keeps compiled executables in memory; without clearing, a repeat would
-        # time a cache lookup.
-        jax.clear_caches()
-        start = time.perf_counter()
-        compiled = function()
-        seconds.append(time.perf_counter() - start)
-        if seconds[-1] > sizes.compile_repeat_limit_seconds:
-          break
-      # Loops left in the optimized program: 0 means XLA unrolled every stack's scan.
-      while_loops = compiled.as_text().count(' while(')
-      recorder.add(f'compile_seconds/{kind}[{key}]', f'compile_seconds_{kind}',
-                   float(np.median(seconds)), 's', seconds=seconds, repeats=len(seconds),
-                   while_loops=while_loops, model=key, num_blocks=model.num_blocks,
-                   batch_size=sizes.compile_batch_size,
-                   program='eval forward pass' if kind == 'eval' else
-                   'core train step (as_is model)')
+      'Stacks rolled: one lax.scan per stack (model.unroll_stacks=never, the default on '
+      'accelerators). Unrolled: every block in the program (unroll_stacks=always, the '
+      'default on a CPU, where XLA runs convolution gradients inside a loop several times '
+      'slower). while_loops counts the loops left in a compiled program.')
+  for layout, unroll in (('rolled', 'never'), ('unrolled', 'always')):
+    for depth in sizes.compile_depths:
+      _compile_depth(recorder, sizes, depth, layout, make_model(depth, unroll))
   deepest, shallowest = max(sizes.compile_depths), min(sizes.compile_depths)
   if deepest != shallowest:
-    for kind, suffix in (('eval', ''), ('train', '_train')):
-      name = f'compile_{deepest}_vs_{shallowest}{suffix}'
-      recorder.add_ratio(name, name, f'compile_seconds/{kind}[{model_key(deepest)}]',
-                         f'compile_seconds/{kind}[{model_key(shallowest)}]',
-                         target=None, depths=[shallowest, deepest])
+    for layout, layout_suffix in (('rolled', ''), ('unrolled', '_unrolled')):
+      for kind, kind_suffix in (('eval', ''), ('train', '_train')):
+        name = f'compile_{deepest}_vs_{shallowest}{kind_suffix}{layout_suffix}'
+        recorder.add_ratio(name, name,
+                           f'compile_seconds/{kind}/{layout}[{model_key(deepest)}]',
+                           f'compile_seconds/{kind}/{layout}[{model_key(shallowest)}]',
+                           target=None, depths=[shallowest, deepest], stacks=layout)
+
+
+def _compile_depth(recorder, sizes, depth, layout, model):
+  key = model_key(depth)
+  config = training.train_config(depth, sizes.compile_batch_size)
+  images = jax.ShapeDtypeStruct((sizes.compile_batch_size, 32, 32, 3), jnp.float32)
+  labels = jax.ShapeDtypeStruct((sizes.compile_batch_size,), jnp.int32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), images)
+  optimizer, _ = schedules.build_optimizer(config.train, steps_in_epoch=100)
+  opt_state = jax.eval_shape(optimizer.init, variables['params'])
+
+  def compile_eval():
+    return jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables,
+                                                                    images).compile()
+
+  def compile_train():
+    step = training.core_train_step(model, optimizer)
+    return step.lower(variables['params'], variables['batch_stats'], opt_state, images,
+                      labels, None).compile()
+
+  for kind, function in (('eval', compile_eval), ('train', compile_train)):
+    seconds = []
+    while len(seconds) < sizes.compile_repeats:
+      # JAX keeps compiled executables in memory; without clearing, a repeat would
+      # time a cache lookup.
+      jax.clear_caches()
+      start = time.perf_counter()
+      compiled = function()
+      seconds.append(time.perf_counter() - start)
+      if seconds[-1] > sizes.compile_repeat_limit_seconds:
+        break
+    recorder.add(f'compile_seconds/{kind}/{layout}[{key}]', f'compile_seconds_{kind}',
+                 float(np.median(seconds)), 's', seconds=seconds, repeats=len(seconds),
+                 while_loops=compiled.as_text().count(' while('), stacks=layout, model=key,
+                 num_blocks=model.num_blocks, batch_size=sizes.compile_batch_size,
+                 program='eval forward pass' if kind == 'eval' else
+                 'core train step (as_is model)')
 
 
 # --------------------------------------------------------------------- memory
@@ -430,44 +446,37 @@ def run_paths(recorder: Recorder, sizes: BenchmarkSizes, scratch: str) -> None:
     recorder.add_timing(f'sampled_paths_throughput[{key}]', 'sampled_paths_throughput',
                         timings['sampled'], total_paths, 'paths / s',
                         paths=total_paths, paths_per_call=runner.paths_per_call, **common)
-    _run_scan_backward(recorder, sizes, model, variables, stem, labels, key,
+    _run_scan_backward(recorder, sizes, depth, variables, stem, labels, key,
                        exact.ordinary_gradient)
 
 
-def _run_scan_backward(recorder, sizes, model, variables, stem, labels, key,
+def _run_scan_backward(recorder, sizes, depth, variables, stem, labels, key,
                        ordinary_gradient):
-  """Time eval-mode gradients with the stacks scanned and unrolled.
+  """Time eval-mode gradients with the stacks rolled (lax.scan) and unrolled.
 
-  Both programs of a pair compute the same gradient. On XLA:CPU (jaxlib 0.10.2) the
-  weight-gradient convolutions inside a scan's loop keep dimension orders that the
-  fast convolution path does not take. The gradient at the stem, which the path
-  analyses take, needs no weight gradients.
+  Both programs of a pair compute the same gradient: at the stem (what the path
+  analyses take) and of the parameters (what training takes).
   """
+  models = {'scanned': make_model(depth, 'never'), 'unrolled': make_model(depth, 'always')}
+  stem_images = jnp.asarray(lesion.random_images(len(labels), 10, sizes.seed + 3)[0])
 
-  def stem_gradient(stem, params):
-    del params
-    return ordinary_gradient(model, variables, stem, labels, 'eval')
+  def stem_gradient(model):
+    return lambda: ordinary_gradient(model, variables, stem, labels, 'eval')
 
-  def params_gradient(stem, params):
+  def params_gradient(model):
 
     def loss(params):
       logits = model.apply({'params': params, 'batch_stats': variables['batch_stats']},
                            stem_images, train=False)
       return optax.softmax_cross_entropy_with_integer_labels(logits, labels).sum()
 
-    del stem
-    return jax.grad(loss)(params)
+    return lambda: jax.grad(loss)(variables['params'])
 
-  stem_images = jnp.asarray(lesion.random_images(len(labels), 10, sizes.seed + 3)[0])
   for name, gradient in (('stem', stem_gradient), ('params', params_gradient)):
-    arguments = (stem, variables['params'])
-    scanned = jax.jit(gradient).lower(*arguments).compile()
-    with training.unrolled_scans():
-      unrolled = jax.jit(gradient).lower(*arguments).compile()
+    compiled = {kind: jax.jit(gradient(model)) for kind, model in models.items()}
     timings = time_interleaved(
-        {'scanned': lambda f=scanned: jax.block_until_ready(f(*arguments)),
-         'unrolled': lambda f=unrolled: jax.block_until_ready(f(*arguments))},
-        repeats=sizes.repeats)
+        {kind: lambda f=function: jax.block_until_ready(f()) for kind, function in
+         compiled.items()}, repeats=sizes.repeats)
     difference = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
         jax.tree_util.tree_leaves(timings['scanned'].first_result),
         jax.tree_util.tree_leaves(timings['unrolled'].first_result)))

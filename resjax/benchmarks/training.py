@@ -15,7 +15,6 @@ same process also times the PyTorch step, interleaved with the JAX step.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import functools
 import json
@@ -45,7 +44,7 @@ class TrainVariant:
     name: short name used in the output.
     description: what the variant changes, for the report.
     xla_flags: extra ``XLA_FLAGS`` for the worker process.
-    unroll_stacks: replace the model's ``lax.scan`` over each stack by a Python loop.
+    unroll_stacks: ``config.model.unroll_stacks``: 'auto', 'always' or 'never'.
       The model has no option for this, so the worker process patches
       ``jax.lax.scan``; it measures what such an option would give.
     dtype: compute dtype of the model ('float32' or 'bfloat16').
@@ -61,7 +60,7 @@ class TrainVariant:
   name: str
   description: str
   xla_flags: str = ''
-  unroll_stacks: bool = False
+  unroll_stacks: str = 'auto'
   dtype: str = 'float32'
   donate: bool = False
   batch_multiplier: int = 1
@@ -77,8 +76,9 @@ class TrainVariant:
 TRAIN_VARIANTS = (
     TrainVariant('as_is', 'the model and step as they are, float32', time_gates=True,
                  time_real_step=True, time_parts=True),
-    TrainVariant('unrolled', 'each stack a Python loop instead of lax.scan',
-                 unroll_stacks=True),
+    TrainVariant('rolled', 'each stack one lax.scan (model.unroll_stacks=never, the '
+                 'default on accelerators); as_is unrolls them on a CPU',
+                 unroll_stacks='never'),
     TrainVariant('donate', 'donate_argnums on params, batch_stats and optimizer state',
                  donate=True),
     TrainVariant('bfloat16', 'model.dtype=bfloat16 (params stay float32)', dtype='bfloat16'),
@@ -94,45 +94,6 @@ TRAIN_VARIANTS = (
 )
 
 VARIANTS_BY_NAME = {variant.name: variant for variant in TRAIN_VARIANTS}
-
-
-def unroll_scans() -> None:
-  """Make every later ``jax.lax.scan`` call a Python loop; for worker processes only.
-
-  On XLA:CPU (jaxlib 0.10.2) the backward convolutions inside a scan's loop body keep
-  dimension orders (``b01f_01oi->b01f``, ``f01b_i01o->01bf``) that XLA's fast
-  convolution path does not take, and ran about 30 times slower than unrolled ones
-  here. XLA itself unrolls the stacks of the train step (their BatchNorm statistics
-  are updated in place per block), so this variant checks that training is not
-  affected. ``lax.scan(unroll=True)`` would still leave a loop.
-  """
-  jax.lax.scan = _python_scan
-
-
-@contextlib.contextmanager
-def unrolled_scans():
-  """Within the block, ``jax.lax.scan`` is a Python loop; trace and compile inside it.
-
-  A function jitted and compiled inside keeps its unrolled program after the block.
-  """
-  original = jax.lax.scan
-  jax.lax.scan = _python_scan
-  try:
-    yield
-  finally:
-    jax.lax.scan = original
-
-
-def _python_scan(f, init, xs=None, length=None, **unused_options):
-  count = length if xs is None else jax.tree_util.tree_leaves(xs)[0].shape[0]
-  carry, outputs = init, []
-  for index in range(count):
-    x = None if xs is None else jax.tree_util.tree_map(lambda leaf, i=index: leaf[i], xs)
-    carry, output = f(carry, x)
-    outputs.append(output)
-  if all(output is None for output in outputs):
-    return carry, None
-  return carry, jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *outputs)
 
 
 def train_config(depth: int, batch_size: int, dtype: str = 'float32'):
@@ -300,10 +261,9 @@ def measure_variant(variant: TrainVariant, depth: int, batch_size: int, repeats:
     A JSON-ready dict: per timed function ('jax', 'jax_gates', 'real_step', 'torch')
     its seconds per step, median and warm-up, and the JAX compile time.
   """
-  if variant.unroll_stacks:
-    unroll_scans()
   batch = batch_size * variant.batch_multiplier
   config = train_config(depth, batch, variant.dtype)
+  config.model.unroll_stacks = variant.unroll_stacks
   model = build_model(config.model, num_classes=10)
   images, labels = random_batch(batch, 10, seed)
   trainer = JaxTrainer(model, config, images, labels, None, donate=variant.donate, seed=seed)

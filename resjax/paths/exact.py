@@ -17,9 +17,10 @@ Cost: the forward pass is run once while each block's input is kept, then each b
 is run forward again inside the backward sweep to get its vector-Jacobian products.
 After ``j`` blocks only lengths ``0..j`` can hold gradient, so only those are carried:
 about ``n**2 / 2`` branch products in all, each costing about one forward pass of its
-block. That estimate is ``1 + n / 4`` ordinary forward-and-backward passes. Measured CPU
-time on a shared 2-core machine (batch 32, random weights) was 5.6 passes for CIFAR
-ResNet-20 (n = 9) and 32 for ResNet-110 (n = 54), both below ``n + 2``.
+block. That estimate is ``1 + n / 4`` ordinary forward-and-backward passes. On 2 CPU
+cores (batch 32, random weights, BatchNorm in training mode, stacks unrolled as
+``model.unroll_stacks`` asks) CIFAR ResNet-20 (n = 9) took 5.2 ordinary backward passes,
+below ``n + 2``; ``scripts/benchmark.py`` measures it again.
 
 Inside a stage's stack the count of carried lengths must be static for ``lax.scan``.
 The stack is therefore cut into ``segments_per_stage`` scans, and each scan carries the
@@ -160,7 +161,8 @@ def _record_block_inputs(model, variables, stem, train):
         shortcut, branch = _unit_outputs(model, stage, False, block_vars, y, train)
         return model.combine(y, shortcut, branch, None), y
 
-      x, stack_inputs = jax.lax.scan(step, x, stage_vars['stack'])
+      x, stack_inputs = jax.lax.scan(step, x, stage_vars['stack'],
+                                     unroll=_unroll(model, len(layout.stack)))
     inputs.append((head_input, stack_inputs))
   return x, inputs
 
@@ -186,7 +188,7 @@ def _sweep_stack(model, stage, stack_vars, stack_inputs, cotangents, train,
     segment_vars = jax.tree_util.tree_map(lambda leaf, a=first, b=stop: leaf[a:b],
                                           stack_vars)
     cotangents, _ = jax.lax.scan(step, cotangents, (stack_inputs[first:stop], segment_vars),
-                                 reverse=True)
+                                 reverse=True, unroll=_unroll(model, stop - first))
   return cotangents
 
 
@@ -220,6 +222,12 @@ def _block_backward(model, stage, head, block_vars, block_input, cotangents, tra
     return jnp.concatenate([stayed, zero]) + jnp.concatenate([zero, moved])
   moved = _map_in_chunks(through_branch, cotangents[:count - 1], lengths_per_call)
   return stayed.at[1:].add(moved)
+
+
+def _unroll(model, length):
+  # The model's choice (model.unroll_stacks): unrolled, XLA:CPU runs these backward
+  # convolutions several times faster; rolled, compile time stays flat in depth.
+  return length + 1 if model.unroll_stacks else 1
 
 
 def _map_in_chunks(function, values, chunk):
