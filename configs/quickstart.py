@@ -32,6 +32,10 @@ def get_config():
   config.analysis.batch_size = 360
   config.analysis.lesion_multi_samples = 10
   config.analysis.reorder_samples = 10
+  # Each count of repeated blocks spread over the stages gives new order lengths, and
+  # each set of lengths compiles its own program; 3 blocks keep that to seconds.
+  config.analysis.duplicate_max_blocks = 3
+  config.analysis.duplicate_samples = 10
   config.analysis.path_samples = 100
   config.analysis.path_batch_size = 32
   return config

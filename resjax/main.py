@@ -73,9 +73,13 @@ def main(argv) -> None:
   try:
     run(_MODE.value, config, _WORKDIR.value)
   except ResjaxError as error:
-    logging.error('%s', error)
     print(f'error: {error}', file=sys.stderr)
     sys.exit(2)
+  except KeyboardInterrupt:
+    # Checkpoints are written atomically by orbax, so the latest one is whole.
+    print(f'interrupted. Rerun the same command to resume {_WORKDIR.value} from its latest '
+          'checkpoint; finished analyses are kept.', file=sys.stderr)
+    sys.exit(130)
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -89,9 +93,22 @@ def parse_flags(argv: list[str]) -> list[str]:
     print(f'error: {error}.{hint} Run with --helpfull to list the flags.', file=sys.stderr)
   except (OSError, KeyError, AttributeError, TypeError, ValueError) as error:
     # config_flags loads the config file and applies overrides while parsing.
-    message = error.args[0] if error.args else str(error)
-    print(f'error: invalid --config or --config.<field> flag: {message}', file=sys.stderr)
+    print(f'error: invalid --config or --config.<field> flag: {_flag_message(error)}',
+          file=sys.stderr)
   sys.exit(2)
+
+
+def _flag_message(error: BaseException) -> str:
+  """Return the text of a config_flags error, unwrapped and on one line."""
+  # ml_collections raises an AttributeError around a KeyError for an unknown field,
+  # and a KeyError's text is its repr: "'num_epoch'\nDid you mean ...".
+  while error.args and isinstance(error.args[0], BaseException):
+    error = error.args[0]
+  message = str(error.args[0]) if error.args else str(error)
+  lines = [line.strip() for line in message.splitlines() if line.strip()]
+  if isinstance(error, KeyError) and lines:
+    lines[0] = f'unknown field {lines[0]}.'
+  return ' '.join(lines)
 
 
 if __name__ == '__main__':

@@ -109,6 +109,9 @@ def run(mode: str, config: ml_collections.ConfigDict | None, workdir: str) -> No
     raise ConfigError(f'unknown mode {mode!r}; use train, analyze, report or all.')
   if mode in ('train', 'all') and config is None:
     raise ConfigError(f'--mode={mode} needs --config=configs/<name>.py.')
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise ConfigError(f'--workdir={workdir} is a file, not a folder; pass the folder of '
+                      'the run, or a new path for a new run.')
   if mode in ('train', 'all'):
     train(config, workdir)
   if mode in ('analyze', 'all'):

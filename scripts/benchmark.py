@@ -86,6 +86,8 @@ def main(argv=None) -> int:
                                    smoke=args.smoke, failed=failed)
   json_path, markdown_path = report.write_outputs(args.output_dir, document)
   LOGGER.info('Wrote %s and %s.', json_path, markdown_path)
+  # The README quotes this table; tests/test_benchmark.py checks that it matches docs/.
+  print('Headline table for the README:\n' + report.readme_table(document))
   return 1 if failed else 0
 
 

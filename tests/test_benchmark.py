@@ -13,7 +13,7 @@ os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 import numpy as np
 import pytest
 
-from resjax.benchmarks import records, timing, training, weights
+from resjax.benchmarks import records, report, timing, training, weights
 from resjax.models import cifar_resnet
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -210,3 +210,14 @@ def test_torch_twin_rejects_undeletable_block():
   head = model.layouts[1].head
   with pytest.raises(ValueError, match=f'blocks \\[{head}\\] cannot be deleted'):
     twin(torch_resnet.to_torch_images(np.zeros((1, 16, 16, 3), np.float32)), [head])
+
+
+def test_readme_quotes_docs_headlines():
+  with open(os.path.join(ROOT, 'docs', 'benchmarks.json'), encoding='utf-8') as f:
+    document = json.load(f)
+  with open(os.path.join(ROOT, 'README.md'), encoding='utf-8') as f:
+    readme = f.read()
+  assert not document['smoke'], 'docs/benchmarks.json must hold a full run, not --smoke'
+  assert document['failed'] == []
+  # Regenerate the README table with resjax.benchmarks.report.readme_table after a run.
+  assert report.readme_table(document) in readme

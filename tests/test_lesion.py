@@ -289,6 +289,8 @@ def test_analytic_estimate_of_cifar_stem():
 def test_chunks_fit_memory_budget(monkeypatch, activation_copies):
   # With 1 copy the analytic estimate is too low, so the compiled check must shrink the chunk.
   monkeypatch.setattr(engine, 'ACTIVATION_COPIES', activation_copies)
+  # Programs cached by other tests were compiled without this budget.
+  monkeypatch.setattr(engine, '_PROGRAMS', {})
   model, variables = _model()
   # Deletions share the orders, so the settings of a chunk run in one vmap and its
   # memory grows with the chunk (a batch whose orders differ runs one setting at a time).

@@ -236,11 +236,11 @@ def test_image_folder_short_run(tmp_path):
 
 def test_quickstart_loss_decreases(tmp_path):
   config = load_config_file('quickstart')
-  config.train.log_every_steps = 4
-  training.train_and_evaluate(config, str(tmp_path), stop_after_step=16)
+  config.train.log_every_steps = 8
+  training.train_and_evaluate(config, str(tmp_path), stop_after_step=32)
   losses = [r['loss'] for r in metrics.read_metrics(str(tmp_path)) if 'loss' in r]
   assert len(losses) == 4
-  assert losses[-1] < 0.7 * losses[0]
+  assert losses[-1] < 0.5 * losses[0]
 
 
 def test_nan_loss_stops_run_and_keeps_good_checkpoint(tmp_path):

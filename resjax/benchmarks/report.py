@@ -165,6 +165,17 @@ def _headline_lines(document: dict[str, Any], by_id: dict[str, Any]) -> list[str
   return lines
 
 
+def readme_table(document: dict[str, Any]) -> str:
+  """Render the headline table that the README quotes (key, value, unit, target, met)."""
+  by_id = {m['id']: m for m in document['measurements']}
+  lines = ['| key | value | unit | target | met |', '|---|---|---|---|---|']
+  for name, measurement_id in document['headlines'].items():
+    m = by_id[measurement_id]
+    lines.append(f'| `{name}` | {_format(m["value"])} | {m["unit"]} | '
+                 f'{m.get("target") or "-"} | {_format(m.get("meets_target"))} |')
+  return '\n'.join(lines) + '\n'
+
+
 def _measurement_lines(document: dict[str, Any]) -> list[str]:
   lines = ['', '## All measurements', '',
            '| id | value | unit | median s | repeats | warm-up s | compile s |',

@@ -187,6 +187,25 @@ def check_short_path_training(results: Mapping[str, Any], tolerance: float) -> C
   return Claim(claim, paper, measured, HOLDS if short <= full + tolerance else FAILS)
 
 
+def criteria_note(config) -> str:
+  """Return one paragraph that says when each claim counts as holding here."""
+  report = config.report
+  return (
+      "'Holds here' means: the median single deletion is at most "
+      f'{100 * report.single_deletion_tolerance:g} points above the baseline error; the '
+      "plain network's median deletion error is at least "
+      f'{100 * report.plain_gap:g} points above the residual one; error against the number '
+      'of deleted blocks, error against Kendall tau and the per-path gradient against path '
+      f'length have a Spearman rank correlation of at least {report.min_rank_correlation:g} '
+      'in magnitude, in the direction the paper reports; the shortest range of lengths that '
+      'carries the gradient ends below the typical length n / 2; the exact per-length sums '
+      f'match jax.grad within {config.analysis.path_exact_tolerance:g}; short-path training '
+      f'is at most {100 * report.short_path_tolerance:g} points worse. The study of several '
+      'deleted blocks leaves out the downsampling blocks unless '
+      'analysis.lesion_multi_include_downsampling is set. The thresholds are fields of '
+      'config.report.')
+
+
 def check_claims(results: Mapping[str, Any], config) -> list[Claim]:
   """Check every claim; ``results`` maps analysis names to their loaded JSON."""
   report_config = config.report

@@ -19,7 +19,7 @@ from typing import Any
 import ml_collections
 
 from resjax.errors import CheckpointError
-from resjax.report.claims import Claim, check_claims
+from resjax.report.claims import Claim, check_claims, criteria_note
 from resjax.results import read_json, write_text_atomic
 
 ANALYSES = ('path_lengths', 'path_gradients', 'lesion_single', 'lesion_multi', 'reorder',
@@ -139,6 +139,7 @@ def build_report(workdir: str) -> dict[str, Any]:
       'config': config,
       'results': results,
       'claims': check_claims(results, config),
+      'criteria': criteria_note(config),
       'summary': summary,
       'timings': timings,
       'description': description,
@@ -182,7 +183,7 @@ def render_markdown(report: dict[str, Any]) -> str:
   for note in (report['scale_note'], report['step_note']):
     if note:
       parts += [f'> {note}', '']
-  parts += ['## Claims', '', _claims_markdown(report['claims']), '',
+  parts += ['## Claims', '', _claims_markdown(report['claims']), '', report['criteria'], '',
             '## Run', '', _key_value_markdown(_summary_rows(report), ('', '')), '']
   if report['timings']:
     timings = {stage: _format_seconds(seconds) for stage, seconds in report['timings'].items()}
@@ -233,6 +234,7 @@ def render_html(report: dict[str, Any]) -> str:
   parts.append(_html_table(['claim', 'paper', 'this run', 'holds here'],
                            [[c.claim, c.paper, c.this_run, c.holds] for c in claims],
                            [c.holds if c.holds in ('yes', 'no') else '' for c in claims]))
+  parts.append(f'<p>{html.escape(report["criteria"])}</p>')
   parts.append('<h2>Run</h2>')
   parts.append(_html_table(['', ''], [[k, v] for k, v in _summary_rows(report).items()]))
   if report['timings']:
