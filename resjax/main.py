@@ -11,6 +11,7 @@ Modes:
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from absl import app, flags, logging
@@ -76,10 +77,13 @@ def main(argv) -> None:
     print(f'error: {error}', file=sys.stderr)
     sys.exit(2)
   except KeyboardInterrupt:
-    # Checkpoints are written atomically by orbax, so the latest one is whole.
+    # The training loop's finally blocks have closed the checkpoint manager by now, and
+    # orbax renames a checkpoint into place only once it is whole.
     print(f'interrupted. Rerun the same command to resume {_WORKDIR.value} from its latest '
-          'checkpoint; finished analyses are kept.', file=sys.stderr)
-    sys.exit(130)
+          'checkpoint; finished analyses are kept.', file=sys.stderr, flush=True)
+    # NOTE: a normal interpreter exit here crashed with a segmentation fault while XLA
+    # threads were still running (jax 0.10.2, CPU), so the process ends at once.
+    os._exit(130)  # pylint: disable=protected-access
 
 
 def parse_flags(argv: list[str]) -> list[str]:
