@@ -1,9 +1,9 @@
 """Quickstart: a pre-activation ResNet-32 on the scikit-learn digits, no download needed.
 
 The whole job (train, every analysis, report) in a few minutes on two CPU cores. 15
-blocks are enough for the ensemble behaviour to show: on a run of this config most
-single deletions in the second and third stages left the test error at its baseline
-of 1.1%, while the first blocks and the downsampling blocks hurt. The digits are 8x8
+blocks are enough for the ensemble behaviour to show. On a run of this config, single
+deletions in the second and third stages left the test error between 0.8% and 3.6%
+(baseline 1.1%), while the first blocks and the downsampling blocks hurt. The digits are 8x8
 grayscale images (1,437 for training, 360 held out), so random crops pad by one pixel
 and there are no flips.
 """

@@ -172,8 +172,8 @@ def open_manager(workdir: str, *, checkpoint_every_steps: int = 1, keep_checkpoi
   if not read_only:
     return ocp.CheckpointManager(checkpoint_directory(workdir), options=options,
                                  item_handlers=handlers)
-  # Orbax warns on every read-only open, which is what restoring means here; the
-  # warning would be printed once per analysis run without telling the user anything.
+  # Orbax warns on every read-only open, and every restore here opens read-only. The
+  # warning would appear on each analysis run without telling the user anything.
   verbosity = logging.get_verbosity()
   logging.set_verbosity(logging.ERROR)
   try:

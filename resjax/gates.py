@@ -82,9 +82,8 @@ def varying_leaves(batch: Gates) -> tuple[bool, ...]:
   """Return, per leaf of a host batch in ``tree_leaves`` order, whether its settings differ.
 
   The forward gates always count as varying, so a batch keeps its leading axis of
-  settings. A study that deletes blocks but keeps the orders shares the orders, and
-  a vmap over shared orders would gather each block's kernels once per setting and
-  convolve with batched kernels: many times slower than one set of kernels for all.
+  settings. A deletion study, for example, varies the forward gates only, so every
+  setting can share the block orders and with them each block's kernels.
   """
   leaves = jax.tree_util.tree_leaves(batch)
   forward = jax.tree_util.tree_leaves(batch.forward)[0]
@@ -100,7 +99,7 @@ def share_leaves(batch: Gates, varying: Sequence[bool]) -> Gates:
 
 
 def settings_axes(batch: Gates, varying: Sequence[bool]) -> Gates:
-  """The ``in_axes`` of ``jax.vmap`` for a batch made by ``share_leaves``."""
+  """Build the ``in_axes`` of ``jax.vmap`` for a batch made by ``share_leaves``."""
   structure = jax.tree_util.tree_structure(batch)
   return jax.tree_util.tree_unflatten(structure, [0 if keep else None for keep in varying])
 
@@ -109,7 +108,7 @@ def map_settings(fn: Callable[..., Any], batch: Gates, varying: Sequence[bool],
                  *per_setting: Any) -> Any:
   """Apply ``fn(setting, *args)`` to every setting of a ``share_leaves`` batch.
 
-  ``per_setting`` holds pytrees with a leading axis of settings (or None). Settings
+  ``per_setting`` contains pytrees with a leading axis of settings (or None). Settings
   that share their orders run as one ``jax.vmap``. Settings whose orders differ run
   one after another in a ``lax.map``: under a vmap, each would gather its own copy
   of every kernel, and XLA runs convolutions with a kernel per setting many times

@@ -18,7 +18,7 @@ each deleted block, so no work is repeated and none is masked away.
 
 Rows are stacked along the batch axis of each convolution, so every block is one
 convolution over ``rows x images`` inputs, not one call per suffix. The price is
-that each block sees a different batch size,
+that each block gets a different batch size,
 so the blocks are unrolled in the compiled program instead of scanned, and compile
 time grows with depth. ``group_size`` trades speed for compile time on very deep
 networks: the interchangeable blocks of a stage are taken ``group_size`` at a time

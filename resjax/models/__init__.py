@@ -29,7 +29,8 @@ def cifar_resnet(depth: int, *, num_classes: int = 10, widths=(16, 32, 64),
                  **options) -> GatedResNet:
   """A CIFAR ResNet of depth 6n+2: three stages of n basic units, option-A shortcuts.
 
-  Pre-activation and residual unless ``options`` say otherwise, as in the base config.
+  Pre-activation and residual by default, as in the base config. Keyword ``options`` override
+  any field of ``GatedResNet``.
   """
   if depth < 8 or (depth - 2) % 6:
     raise ConfigError(f'CIFAR ResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, '
@@ -47,7 +48,8 @@ def imagenet_resnet(depth: int, *, num_classes: int = 1000, widths=(64, 128, 256
                     **options) -> GatedResNet:
   """An ImageNet ResNet (18, 34, 50, 101, 152, 200) with projection shortcuts.
 
-  Pre-activation and residual unless ``options`` say otherwise, as in the base config.
+  Pre-activation and residual by default, as in the base config. Keyword ``options`` override
+  any field of ``GatedResNet``.
   """
   if depth not in IMAGENET_STAGES:
     raise ConfigError(f'ImageNet ResNet depth must be one of {sorted(IMAGENET_STAGES)}, '

@@ -188,7 +188,7 @@ def check_short_path_training(results: Mapping[str, Any], tolerance: float) -> C
 
 
 def criteria_note(config) -> str:
-  """Return one paragraph that says when each claim counts as holding here."""
+  """Return one paragraph that states when each claim counts as holding in this run."""
   report = config.report
   return (
       "'Holds here' means: the median single deletion is at most "
